@@ -1,0 +1,352 @@
+"""The Vision Transformer as a functional Keras model.
+
+`ViT(...)` builds a `VisionTransformer`: a functional `keras.Model` (its layers, summary,
+plotting and `.keras` saving behave as for any functional model) whose config holds the
+architecture arguments, so `from_config` rebuilds it and export code can rebuild the same
+weights with another graph formulation (`gelu="logistic"`, say).
+
+Graph, as the original JAX code (`vit_jax/models_vit.py`):
+
+    images -> Patches -> PatchEncoder (projection, class token, position embedding)
+           -> Dropout -> TransformerBlock x num_layers -> LayerNorm (encoder_norm)
+           -> TokenPooling ("token" or "gap") -> [pre_logits: Dense + tanh] -> head
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import keras
+
+from keras_vit.layers import (
+    GELU_FORMS,
+    GeluForm,
+    LayerNorm,
+    PatchEncoder,
+    Patches,
+    TokenPooling,
+    TransformerBlock,
+    _check_positive_int,
+    _check_rate,
+    _sub_seed,
+)
+
+Pooling = Literal["token", "gap"]
+
+
+def _image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        _check_positive_int("image_size", image_size)
+        return image_size, image_size
+    if (
+        isinstance(image_size, Sequence)
+        and len(image_size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in image_size)
+    ):
+        return int(image_size[0]), int(image_size[1])
+    raise ValueError(
+        "Expected `image_size` to be a positive int or a (height, width) pair of positive "
+        f"ints. Received: image_size={image_size!r}"
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class VisionTransformer(keras.Model):
+    """A Vision Transformer (Dosovitskiy et al., 2020) as a functional Keras model.
+
+    Build it with `keras_vit.ViT(...)` or a named variant such as `keras_vit.ViT_B16(...)`;
+    the arguments are documented on `ViT`. Inputs are float images scaled to [-1, 1],
+    `(batch, height, width, channels)`; outputs are logits `(batch, num_classes)` (or
+    probabilities with `classifier_activation="softmax"`), or pooled features
+    `(batch, hidden_size)` with `include_top=False`.
+    """
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int] = 224,
+        patch_size: int = 16,
+        hidden_size: int = 768,
+        num_layers: int = 12,
+        num_heads: int = 12,
+        mlp_dim: int = 3072,
+        num_classes: int = 1000,
+        include_top: bool = True,
+        pooling: Pooling = "token",
+        representation_size: int | None = None,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
+        classifier_activation: str | None = None,
+        layer_norm_epsilon: float = 1e-6,
+        gelu: GeluForm = "tanh",
+        num_channels: int = 3,
+        seed: int | None = None,
+        dtype=None,
+        name: str = "vit",
+        **kwargs,
+    ):
+        height, width = _image_hw(image_size)
+        for arg, value in (
+            ("patch_size", patch_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+            ("num_heads", num_heads),
+            ("mlp_dim", mlp_dim),
+            ("num_channels", num_channels),
+        ):
+            _check_positive_int(arg, value)
+        if include_top:
+            _check_positive_int("num_classes", num_classes)
+        if representation_size is not None:
+            _check_positive_int("representation_size", representation_size)
+        for arg, value in (
+            ("dropout", dropout),
+            ("attention_dropout", attention_dropout),
+            ("drop_path_rate", drop_path_rate),
+        ):
+            _check_rate(arg, value)
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"Expected image size divisible by patch_size. "
+                f"Received: image_size={height}x{width}, patch_size={patch_size}"
+            )
+        if hidden_size % num_heads:
+            raise ValueError(
+                "Expected hidden_size divisible by num_heads. "
+                f"Received: hidden_size={hidden_size}, num_heads={num_heads}"
+            )
+        if pooling not in ("token", "gap"):
+            raise ValueError(
+                f"Expected `pooling` to be 'token' or 'gap'. Received: pooling={pooling!r}"
+            )
+        if gelu not in GELU_FORMS:
+            raise ValueError(f"Expected `gelu` to be one of {GELU_FORMS}. Received: gelu={gelu!r}")
+        if classifier_activation is not None:
+            keras.activations.get(classifier_activation)  # raises on an unknown name
+
+        policy = keras.dtype_policies.get(dtype) if dtype is not None else None
+        grid_h, grid_w = height // patch_size, width // patch_size
+
+        # === Functional graph ===
+        images = keras.Input((height, width, num_channels), name="images")
+        x = Patches(patch_size, dtype=policy, name="patches")(images)
+        x = PatchEncoder(
+            grid_h * grid_w,
+            hidden_size,
+            use_class_token=pooling == "token",
+            seed=_sub_seed(seed, 0),
+            dtype=policy,
+            name="patch_encoder",
+        )(x)
+        x = keras.layers.Dropout(
+            dropout, seed=_sub_seed(seed, 1), dtype=policy, name="embedding_dropout"
+        )(x)
+        for i in range(num_layers):
+            # Stochastic depth grows linearly with depth, 0 for the first block.
+            rate = drop_path_rate * i / max(num_layers - 1, 1)
+            x = TransformerBlock(
+                num_heads,
+                mlp_dim,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                drop_path_rate=rate,
+                layer_norm_epsilon=layer_norm_epsilon,
+                gelu=gelu,
+                seed=_sub_seed(seed, 100 * (i + 1)),
+                dtype=policy,
+                name=f"encoderblock_{i}",
+            )(x)
+        x = LayerNorm(layer_norm_epsilon, dtype=policy, name="encoder_norm")(x)
+        x = TokenPooling(pooling, dtype=policy, name="pooling")(x)
+        if representation_size is not None:
+            x = keras.layers.Dense(
+                representation_size,
+                activation="tanh",
+                kernel_initializer=keras.initializers.LecunNormal(seed=_sub_seed(seed, 2)),
+                dtype=policy,
+                name="pre_logits",
+            )(x)
+        outputs = x
+        if include_top:
+            outputs = keras.layers.Dense(
+                num_classes,
+                kernel_initializer="zeros",
+                bias_initializer="zeros",
+                dtype=policy,
+                name="head",
+            )(x)
+            if classifier_activation is not None:
+                # float32 output so that softmax and losses stay stable under mixed precision.
+                outputs = keras.layers.Activation(
+                    classifier_activation, dtype="float32", name="predictions"
+                )(outputs)
+            elif policy is not None and policy.compute_dtype != "float32":
+                outputs = keras.layers.Activation("linear", dtype="float32", name="predictions")(
+                    outputs
+                )
+        super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
+
+        # === Config ===
+        self.image_size = (height, width)
+        self.patch_size = patch_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.num_classes = num_classes
+        self.include_top = include_top
+        self.pooling = pooling
+        self.representation_size = representation_size
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.drop_path_rate = drop_path_rate
+        self.classifier_activation = classifier_activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.gelu = gelu
+        self.num_channels = num_channels
+        self.seed = seed
+        self._vit_dtype = None if policy is None else policy.name
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The patch grid `(rows, columns)`."""
+        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+    def _check_images(self, images) -> None:
+        shape = tuple(images.shape)
+        expected = (*self.image_size, self.num_channels)
+        if len(shape) != 4 or tuple(shape[1:]) != expected:
+            raise ValueError(
+                f"Expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]})"
+                f" for model '{self.name}'. Received: shape={shape}"
+            )
+
+    def __call__(self, *args, **kwargs):
+        # Checked here, before Keras wraps exceptions raised inside `call`, so that a wrong
+        # image size or channel count reads as one line.
+        images = args[0] if args else kwargs.get("inputs")
+        if images is not None and hasattr(images, "shape"):
+            self._check_images(images)
+        return super().__call__(*args, **kwargs)
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "image_size": list(self.image_size),
+            "patch_size": self.patch_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "num_classes": self.num_classes,
+            "include_top": self.include_top,
+            "pooling": self.pooling,
+            "representation_size": self.representation_size,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "drop_path_rate": self.drop_path_rate,
+            "classifier_activation": self.classifier_activation,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "gelu": self.gelu,
+            "num_channels": self.num_channels,
+            "seed": self.seed,
+            "dtype": self._vit_dtype,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> VisionTransformer:
+        return cls(**config)
+
+
+def ViT(
+    image_size: int | Sequence[int] = 224,
+    patch_size: int = 16,
+    hidden_size: int = 768,
+    num_layers: int = 12,
+    num_heads: int = 12,
+    mlp_dim: int = 3072,
+    num_classes: int = 1000,
+    include_top: bool = True,
+    pooling: Pooling = "token",
+    representation_size: int | None = None,
+    dropout: float = 0.0,
+    attention_dropout: float = 0.0,
+    drop_path_rate: float = 0.0,
+    classifier_activation: str | None = None,
+    layer_norm_epsilon: float = 1e-6,
+    gelu: GeluForm = "tanh",
+    num_channels: int = 3,
+    seed: int | None = None,
+    dtype=None,
+    name: str = "vit",
+) -> VisionTransformer:
+    """Builds a Vision Transformer.
+
+    Defaults are ViT-B/16 at 224x224 with a 1000-class head. Initialisation follows the
+    original code: Dense kernels Xavier-uniform, patch embedding LeCun-normal (it is a
+    convolution there), position embedding normal(0.02), class token zeros, head kernel
+    and bias zeros, LayerNorm epsilon 1e-6.
+
+    Args:
+        image_size: an int for square images or a `(height, width)` pair; each side must
+            be divisible by `patch_size`.
+        patch_size: side of the square patches.
+        hidden_size: token width `D`.
+        num_layers: number of transformer blocks.
+        num_heads: attention heads per block; must divide `hidden_size`.
+        mlp_dim: hidden width of each block's MLP.
+        num_classes: width of the classification head.
+        include_top: with False, the model returns pooled features `(batch, D)` (after the
+            representation layer, if any).
+        pooling: `"token"` (class token, the paper's default) or `"gap"` (global average
+            of the patch tokens; such models have no class token, as in the original).
+        representation_size: width of the `pre_logits` Dense + tanh layer before the head,
+            or None for none (the fine-tuned checkpoints have none).
+        dropout: dropout rate after the embeddings, the attention and in the MLPs.
+        attention_dropout: dropout rate on attention probabilities.
+        drop_path_rate: stochastic-depth rate of the last block; it grows linearly from 0
+            at the first block.
+        classifier_activation: activation on the head (e.g. `"softmax"`), or None for logits.
+        layer_norm_epsilon: epsilon of every LayerNorm.
+        gelu: MLP activation form, `"tanh"` (default, as Google's checkpoints were trained),
+            `"erf"` (exact, PyTorch ports) or `"logistic"` (tanh form via sigmoid, for edge
+            accelerators). See `keras_vit.layers.gelu`.
+        num_channels: image channels.
+        seed: seed for every initialiser, dropout and drop-path, or None.
+        dtype: a dtype policy for every layer (e.g. `"mixed_bfloat16"`), or None for the
+            global policy. Outputs of the head stay float32.
+        name: model name.
+
+    Returns:
+        A `VisionTransformer`, a functional `keras.Model`.
+
+    Example:
+    >>> model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=32, num_layers=2,
+    ...                       num_heads=2, mlp_dim=64, num_classes=10)
+    >>> model(np.zeros((1, 32, 32, 3))).shape
+    TensorShape([1, 10])
+    """
+    return VisionTransformer(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        mlp_dim=mlp_dim,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        representation_size=representation_size,
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        drop_path_rate=drop_path_rate,
+        classifier_activation=classifier_activation,
+        layer_norm_epsilon=layer_norm_epsilon,
+        gelu=gelu,
+        num_channels=num_channels,
+        seed=seed,
+        dtype=dtype,
+        name=name,
+    )

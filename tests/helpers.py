@@ -1,0 +1,48 @@
+"""Shared test helpers: serialization round trips for layers and models."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import keras
+import numpy as np
+
+# Keys every Keras layer adds to its config on top of its own constructor arguments.
+BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
+
+
+def constructor_params(cls) -> set[str]:
+    """Names of the explicit `__init__` parameters of `cls` (no self/args/kwargs)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {
+        p.name
+        for p in params
+        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+
+
+def check_config_roundtrip(obj) -> None:
+    """`from_config(get_config())` gives the same config, and its keys are the arguments."""
+    config = obj.get_config()
+    assert set(config) == constructor_params(type(obj)) | BASE_CONFIG_KEYS, (
+        "get_config() keys differ from __init__ parameters"
+    )
+    clone = type(obj).from_config(config)
+    assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
+
+
+def check_saving_roundtrip(model: keras.Model, inputs, tmp_path) -> None:
+    """`.keras` save -> `load_model(safe_mode=True)` gives identical outputs."""
+    expected = keras.ops.convert_to_numpy(model(inputs, training=False))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    actual = keras.ops.convert_to_numpy(restored(inputs, training=False))
+    np.testing.assert_array_equal(actual, expected)
+
+
+def wrap_layer(layer: keras.layers.Layer, input_shape: tuple) -> keras.Model:
+    """A functional model around one layer, for saving tests."""
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, layer(inputs))
