@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import pytest
+
+import keras_vit
+from keras_vit import artifacts
+
+
+def write_checkpoint(path, model, labels):
+    path.mkdir(parents=True, exist_ok=True)
+    model.save(path / artifacts.MODEL_FILE)
+    artifacts.atomic_write_json(
+        path / artifacts.CONFIG_FILE,
+        {
+            "format": artifacts.FORMAT,
+            "format_version": artifacts.FORMAT_VERSION,
+            "model": model.get_config(),
+            "preprocessing": artifacts.preprocessing_spec(model.image_size),
+            "dataset": {"source": "digits"},
+        },
+    )
+    artifacts.atomic_write_text(path / artifacts.LABELS_FILE, "\n".join(labels) + "\n")
+
+
+def test_checkpoint_roundtrip(tmp_path, tiny_config):
+    model = keras_vit.ViT(num_classes=3, **tiny_config)
+    write_checkpoint(tmp_path / "ckpt", model, ["a", "b", "c"])
+    ckpt = artifacts.read_checkpoint(tmp_path / "ckpt")
+    assert ckpt.labels == ("a", "b", "c") and ckpt.image_size == (32, 32)
+    restored = ckpt.load_model()
+    images = np.zeros((1, 32, 32, 3), "float32")
+    np.testing.assert_array_equal(restored(images), model(images))
+
+
+def test_read_checkpoint_errors(tmp_path, tiny_config):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        artifacts.read_checkpoint(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"missing model\.keras, config\.json, labels\.txt"):
+        artifacts.read_checkpoint(tmp_path / "empty")
+    model = keras_vit.ViT(num_classes=3, **tiny_config)
+    write_checkpoint(tmp_path / "ckpt", model, ["a", "b"])
+    with pytest.raises(ValueError, match="has 2 labels but the model has 3 classes"):
+        artifacts.read_checkpoint(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not a keras-vit checkpoint config"):
+        artifacts.read_checkpoint(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        artifacts.read_checkpoint(tmp_path / "ckpt")
+
+
+def test_atomic_directory_refuses_existing_and_cleans_up(tmp_path):
+    out = tmp_path / "out"
+    with artifacts.atomic_directory(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(FileExistsError, match="already exists"):
+        with artifacts.atomic_directory(out):
+            pass
+    with pytest.raises(RuntimeError):
+        with artifacts.atomic_directory(out, overwrite=True) as tmp:
+            (tmp / "b.txt").write_text("2")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "a.txt").read_text() == "1"
+    with artifacts.atomic_directory(out, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
