@@ -8,6 +8,8 @@ import json
 import keras
 import numpy as np
 
+from keras_vit import artifacts
+
 # Keys every Keras layer adds to its config on top of its own constructor arguments.
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
 
@@ -46,3 +48,20 @@ def wrap_layer(layer: keras.layers.Layer, input_shape: tuple) -> keras.Model:
     """A functional model around one layer, for saving tests."""
     inputs = keras.Input(input_shape)
     return keras.Model(inputs, layer(inputs))
+
+
+def write_checkpoint(path, model, labels, dataset=None):
+    """Writes a minimal checkpoint folder (model.keras, config.json, labels.txt)."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save(path / artifacts.MODEL_FILE)
+    artifacts.atomic_write_json(
+        path / artifacts.CONFIG_FILE,
+        {
+            "format": artifacts.FORMAT,
+            "format_version": artifacts.FORMAT_VERSION,
+            "model": model.get_config(),
+            "preprocessing": artifacts.preprocessing_spec(model.image_size),
+            "dataset": dataset or {"source": "digits"},
+        },
+    )
+    artifacts.atomic_write_text(path / artifacts.LABELS_FILE, "\n".join(labels) + "\n")

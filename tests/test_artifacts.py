@@ -2,25 +2,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import write_checkpoint
 
 import keras_vit
 from keras_vit import artifacts
-
-
-def write_checkpoint(path, model, labels):
-    path.mkdir(parents=True, exist_ok=True)
-    model.save(path / artifacts.MODEL_FILE)
-    artifacts.atomic_write_json(
-        path / artifacts.CONFIG_FILE,
-        {
-            "format": artifacts.FORMAT,
-            "format_version": artifacts.FORMAT_VERSION,
-            "model": model.get_config(),
-            "preprocessing": artifacts.preprocessing_spec(model.image_size),
-            "dataset": {"source": "digits"},
-        },
-    )
-    artifacts.atomic_write_text(path / artifacts.LABELS_FILE, "\n".join(labels) + "\n")
 
 
 def test_checkpoint_roundtrip(tmp_path, tiny_config):
