@@ -33,11 +33,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from keras_vit.model import VisionTransformer
+
 logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
 
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
@@ -116,7 +121,9 @@ def _attention_batches(model, images, batch_size: int):
         yield [probs.numpy() for probs in attention(images[start : start + batch_size])]
 
 
-def attention_maps(model, images, batch_size: int = 32) -> list[np.ndarray]:
+def attention_maps(
+    model: VisionTransformer, images: np.ndarray, batch_size: int = 32
+) -> list[np.ndarray]:
     """The attention probabilities of every transformer block, from the model itself.
 
     The images go through the model's own `patches`, `patch_encoder`,
@@ -198,7 +205,10 @@ class Rollout(NamedTuple):
 
 
 def attention_rollout(
-    model, images, head_fusion: HeadFusion = "mean", batch_size: int = 32
+    model: VisionTransformer,
+    images: np.ndarray,
+    head_fusion: HeadFusion = "mean",
+    batch_size: int = 32,
 ) -> Rollout:
     """Where the model's output looks in each image, by attention rollout.
 
@@ -265,7 +275,7 @@ def patch_distances(grid_size: Sequence[int], patch_size: int) -> np.ndarray:
 
 
 def mean_attention_distance(
-    model, images, batch_size: int = 32, renormalize: bool = True
+    model: VisionTransformer, images: np.ndarray, batch_size: int = 32, renormalize: bool = True
 ) -> np.ndarray:
     """Per layer and head, how far in pixels attention reaches (paper Fig. 7, right).
 
@@ -357,7 +367,7 @@ def cosine_similarity_grid(embeddings: np.ndarray, grid_size: Sequence[int]) -> 
     return (unit @ unit.T).reshape(grid_h, grid_w, grid_h, grid_w)
 
 
-def position_embedding_similarity(model) -> np.ndarray:
+def position_embedding_similarity(model: VisionTransformer) -> np.ndarray:
     """Cosine similarity of each patch's position embedding with every other (Fig. 7, centre).
 
     The class token's embedding, if any, is left out.
@@ -392,7 +402,7 @@ class Components(NamedTuple):
     explained_variance_ratio: np.ndarray
 
 
-def patch_embedding_components(model, n: int = 28) -> Components:
+def patch_embedding_components(model: VisionTransformer, n: int = 28) -> Components:
     """Principal components of the patch-embedding filters (paper Fig. 7, left).
 
     The projection kernel `(P * P * C, D)` is the original convolution kernel
@@ -440,7 +450,7 @@ def _figure(width: float, height: float):
     return figure
 
 
-def _save(figure, path, overwrite: bool) -> Path:
+def _save(figure, path: PathLike, overwrite: bool) -> Path:
     from keras_vit.artifacts import atomic_write_bytes
 
     path = Path(path)
@@ -468,7 +478,11 @@ def _displayable(image: np.ndarray) -> np.ndarray:
 
 
 def plot_attention_rollout(
-    image: np.ndarray, rollout_map: np.ndarray, path, title: str = "", overwrite: bool = False
+    image: np.ndarray,
+    rollout_map: np.ndarray,
+    path: PathLike,
+    title: str = "",
+    overwrite: bool = False,
 ) -> Path:
     """Writes image | rollout heat map | image weighted by the map (as paper Fig. 6).
 
@@ -505,7 +519,7 @@ def plot_attention_heads(
     image: np.ndarray,
     attention: np.ndarray,
     grid_size: Sequence[int],
-    path,
+    path: PathLike,
     has_class_token: bool = True,
     title: str = "",
     overwrite: bool = False,
@@ -548,7 +562,7 @@ def plot_attention_heads(
 
 
 def plot_position_embedding_similarity(
-    similarity: np.ndarray, path, title: str = "", overwrite: bool = False
+    similarity: np.ndarray, path: PathLike, title: str = "", overwrite: bool = False
 ) -> Path:
     """Writes the paper's Fig. 7 (centre): one tile per patch, its similarity to all others.
 
@@ -584,7 +598,7 @@ def plot_position_embedding_similarity(
 
 def plot_mean_attention_distance(
     distances: np.ndarray,
-    path,
+    path: PathLike,
     image_size: Sequence[int] | None = None,
     uniform_distance: float | None = None,
     title: str = "",
@@ -623,7 +637,7 @@ def plot_mean_attention_distance(
 
 
 def plot_patch_embedding_components(
-    components: Components | np.ndarray, path, title: str = "", overwrite: bool = False
+    components: Components | np.ndarray, path: PathLike, title: str = "", overwrite: bool = False
 ) -> Path:
     """Writes the paper's Fig. 7 (left): each principal component as a small image.
 
@@ -656,7 +670,7 @@ def plot_patch_embedding_components(
 # === Images and the command line ===
 
 
-def load_image(path, image_size: Sequence[int], channels: int = 3) -> np.ndarray:
+def load_image(path: PathLike, image_size: Sequence[int], channels: int = 3) -> np.ndarray:
     """Reads a JPEG/PNG (RGB, grey, palette or with alpha) at the model's image size.
 
     Transparent pixels are composited onto white; 16-bit images are scaled to 8 bits. The
@@ -715,9 +729,9 @@ def _predictions(model, images: np.ndarray, labels: Sequence[str]) -> list[dict]
 
 
 def visualize_checkpoint(
-    checkpoint,
-    image_paths: Sequence,
-    output,
+    checkpoint: PathLike,
+    image_paths: Sequence[PathLike],
+    output: PathLike,
     head_fusion: HeadFusion = "mean",
     overwrite: bool = False,
 ) -> Path:
