@@ -540,6 +540,7 @@ def load_npz(
     _check_architecture(model, arrays, path)
 
     dropped: dict[str, str] = {}
+    notes: list[str] = []  # logged once everything is validated, so only for a real load
     head_keys = ("head/kernel", "head/bias")
     pre_logits_keys = ("pre_logits/kernel", "pre_logits/bias")
     file_pre_logits = any(k in arrays for k in pre_logits_keys)
@@ -547,7 +548,7 @@ def load_npz(
         for key in pre_logits_keys:
             if key in arrays:
                 dropped[key] = "the model has no representation layer"
-        logger.info("%s: dropped pre_logits (the model has representation_size=None)", path.name)
+        notes.append("dropped pre_logits (the model has representation_size=None)")
     head_loaded = False
     if "head/kernel" in expected:
         ours = tuple(expected["head/kernel"][0].shape)
@@ -565,10 +566,8 @@ def load_npz(
             reason = None
             head_loaded = True
         if reason is not None:
-            logger.info(
-                "%s: head not loaded (%s); the model keeps its freshly initialised head",
-                path.name,
-                reason,
+            notes.append(
+                f"head not loaded ({reason}); the model keeps its freshly initialised head"
             )
             for key in head_keys:
                 if key in arrays:
@@ -579,7 +578,7 @@ def load_npz(
         for key in head_keys:
             if key in arrays:
                 dropped[key] = "the model has no head (include_top=False)"
-        logger.info("%s: dropped the head (the model has include_top=False)", path.name)
+        notes.append("dropped the head (the model has include_top=False)")
 
     available = {k: v for k, v in arrays.items() if k not in dropped}
     missing = sorted(set(expected) - set(available))
@@ -617,6 +616,14 @@ def load_npz(
         value = _RULES[rule].to_ours(array).astype(variable.dtype)
         plan.append((variable, value))
 
+    if posemb_resized is not None:
+        (old_h, old_w), (new_h, new_w) = posemb_resized
+        notes.append(
+            f"resampled the position embedding from grid {old_h}x{old_w} to {new_h}x{new_w} "
+            f"({posemb_method})"
+        )
+    for note in notes:
+        logger.info("%s: %s", path.name, note)
     for variable, value in plan:
         variable.assign(value)
     logger.info("Loaded %d arrays from %s into %s", len(plan), path, model.name)
@@ -646,7 +653,7 @@ def _fit_posemb(model, posemb, target_shape, method, source_grid, path):
         return posemb, None
     else:
         side = round(float(np.sqrt(count)))
-        if side * side != count:
+        if count == 0 or side * side != count:
             raise CheckpointError(
                 f"{path}: cannot infer the patch grid of {count} positions (not a square); "
                 "pass source_grid=(rows, columns)"
@@ -655,13 +662,6 @@ def _fit_posemb(model, posemb, target_shape, method, source_grid, path):
     new = tuple(model.grid_size)
     if old == new:
         return posemb, None
-    logger.info(
-        "%s: resampled the position embedding from grid %dx%d to %dx%d (%s)",
-        path.name,
-        *old,
-        *new,
-        method,
-    )
     resized = resample_posemb(posemb, new, old, method=method, num_prefix_tokens=prefix)
     return resized, (old, new)
 
