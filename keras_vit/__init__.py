@@ -1,6 +1,6 @@
 """keras-vit: the Vision Transformer for Keras 3, faithful to Google's checkpoints."""
 
-from keras_vit import layers
+from keras_vit import checkpoints, layers
 from keras_vit.model import VisionTransformer, ViT
 from keras_vit.variants import (
     VARIANTS,
@@ -31,6 +31,7 @@ __all__ = [
     "ViT_S32",
     "ViT_Ti16",
     "VisionTransformer",
+    "checkpoints",
     "layers",
     "variant_config",
 ]

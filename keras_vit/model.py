@@ -14,6 +14,7 @@ Graph, as the original JAX code (`vit_jax/models_vit.py`):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Literal
 
@@ -281,8 +282,9 @@ def ViT(
     seed: int | None = None,
     dtype=None,
     name: str = "vit",
+    weights: str | os.PathLike | None = None,
 ) -> VisionTransformer:
-    """Builds a Vision Transformer.
+    """Builds a Vision Transformer, optionally with pretrained weights.
 
     Defaults are ViT-B/16 at 224x224 with a 1000-class head. Initialisation follows the
     original code: Dense kernels Xavier-uniform, patch embedding LeCun-normal (it is a
@@ -318,6 +320,13 @@ def ViT(
         dtype: a dtype policy for every layer (e.g. `"mixed_bfloat16"`), or None for the
             global policy. Outputs of the head stay float32.
         name: model name.
+        weights: None (random initialisation), the path or URL of an original ViT `.npz`
+            checkpoint, or a published name such as `"imagenet21k"`,
+            `"imagenet21k+imagenet2012"` or `"augreg"`, resolved for the model's variant
+            (see `keras_vit.checkpoints.PRETRAINED`) and downloaded once into the Keras
+            cache. The head is loaded when `num_classes` matches the file's, the position
+            embedding is resized when the patch grid differs; see
+            `keras_vit.checkpoints.load_npz`.
 
     Returns:
         A `VisionTransformer`, a functional `keras.Model`.
@@ -328,7 +337,12 @@ def ViT(
     >>> model(np.zeros((1, 32, 32, 3))).shape
     TensorShape([1, 10])
     """
-    return VisionTransformer(
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            "Expected `weights` to be None, a path, a URL or a published name. "
+            f"Received: weights={weights!r}"
+        )
+    model = VisionTransformer(
         image_size=image_size,
         patch_size=patch_size,
         hidden_size=hidden_size,
@@ -350,3 +364,13 @@ def ViT(
         dtype=dtype,
         name=name,
     )
+    if weights is not None:
+        # The one deliberate exception to the import flow layers -> model -> variants ->
+        # checkpoints: `ViT` is the public entry point and takes `weights=`, while the loader
+        # needs the variant table and the model class. Importing it here, only when weights
+        # are asked for, keeps `keras_vit.model` importable without `checkpoints` and avoids
+        # an import cycle; nothing else in the model code looks upward.
+        from keras_vit import checkpoints
+
+        checkpoints.load_weights(model, weights)
+    return model

@@ -4,11 +4,14 @@ Sizes are those of Table 1 of Dosovitskiy et al. (2020) and the original code's 
 configs (`vit_jax/configs/models.py`); Ti and S come from the follow-up "How to train your
 ViT" (Steiner et al., 2021). Each builder merges its table row with the caller's overrides,
 so `ViT_B16(num_classes=10, image_size=384, dropout=0.1)` is
-`ViT(**VARIANTS["B/16"], num_classes=10, image_size=384, dropout=0.1)`.
+`ViT(**VARIANTS["B/16"], num_classes=10, image_size=384, dropout=0.1)`. Every builder takes
+`weights=` as `ViT` does: a checkpoint path or URL, or a published name resolved for that
+variant (`ViT_B16(num_classes=10, image_size=384, weights="imagenet21k")`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from types import MappingProxyType
 
@@ -69,35 +72,39 @@ def builder_name(variant: str) -> str:
 
 
 def _build(
-    variant: str, num_classes: int, image_size: int | Sequence[int], overrides: dict
+    variant: str,
+    num_classes: int,
+    image_size: int | Sequence[int],
+    weights: str | os.PathLike | None,
+    overrides: dict,
 ) -> VisionTransformer:
     config = variant_config(variant)
     config.update(overrides)
     config.setdefault("name", builder_name(variant).lower())
-    return ViT(num_classes=num_classes, image_size=image_size, **config)
+    return ViT(num_classes=num_classes, image_size=image_size, weights=weights, **config)
 
 
-def ViT_Ti16(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
+def ViT_Ti16(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-Ti/16: width 192, 12 layers, 3 heads, MLP 768, 16x16 patches."""
-    return _build("Ti/16", num_classes, image_size, overrides)
+    return _build("Ti/16", num_classes, image_size, weights, overrides)
 
 
-def ViT_S16(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
+def ViT_S16(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-S/16: width 384, 12 layers, 6 heads, MLP 1536, 16x16 patches."""
-    return _build("S/16", num_classes, image_size, overrides)
+    return _build("S/16", num_classes, image_size, weights, overrides)
 
 
-def ViT_S32(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
+def ViT_S32(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-S/32: width 384, 12 layers, 6 heads, MLP 1536, 32x32 patches."""
-    return _build("S/32", num_classes, image_size, overrides)
+    return _build("S/32", num_classes, image_size, weights, overrides)
 
 
-def ViT_B8(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
+def ViT_B8(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-B/8: width 768, 12 layers, 12 heads, MLP 3072, 8x8 patches."""
-    return _build("B/8", num_classes, image_size, overrides)
+    return _build("B/8", num_classes, image_size, weights, overrides)
 
 
-def ViT_B16(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
+def ViT_B16(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-B/16: width 768, 12 layers, 12 heads, MLP 3072, 16x16 patches.
 
     Example:
@@ -105,24 +112,24 @@ def ViT_B16(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
     >>> model.count_params()
     85806346
     """
-    return _build("B/16", num_classes, image_size, overrides)
+    return _build("B/16", num_classes, image_size, weights, overrides)
 
 
-def ViT_B32(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
+def ViT_B32(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-B/32: width 768, 12 layers, 12 heads, MLP 3072, 32x32 patches."""
-    return _build("B/32", num_classes, image_size, overrides)
+    return _build("B/32", num_classes, image_size, weights, overrides)
 
 
-def ViT_L16(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
+def ViT_L16(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-L/16: width 1024, 24 layers, 16 heads, MLP 4096, 16x16 patches."""
-    return _build("L/16", num_classes, image_size, overrides)
+    return _build("L/16", num_classes, image_size, weights, overrides)
 
 
-def ViT_L32(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
+def ViT_L32(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-L/32: width 1024, 24 layers, 16 heads, MLP 4096, 32x32 patches."""
-    return _build("L/32", num_classes, image_size, overrides)
+    return _build("L/32", num_classes, image_size, weights, overrides)
 
 
-def ViT_H14(num_classes=1000, image_size=224, **overrides) -> VisionTransformer:
+def ViT_H14(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-H/14: width 1280, 32 layers, 16 heads, MLP 5120, 14x14 patches."""
-    return _build("H/14", num_classes, image_size, overrides)
+    return _build("H/14", num_classes, image_size, weights, overrides)
