@@ -172,7 +172,8 @@ def build_classifier_metadata(
 def attach_metadata(model: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
     """Returns `model` with `metadata` as its `TFLITE_METADATA` buffer and `files` zipped on.
 
-    Any metadata and appended archive the model had are replaced.
+    Any metadata and appended archive the model had are replaced. The model is serialized
+    anew, with identical quantization vectors written once (`_SharedQuantization`).
 
     Args:
         model: a `.tflite` model.
@@ -193,7 +194,7 @@ def attach_metadata(model: bytes, metadata: bytes, files: dict[str, bytes]) -> b
     entry.name = METADATA_NAME
     entry.buffer = len(graph.buffers) - 1
     graph.metadata.append(entry)
-    data = bytes(flatbuffer_utils.convert_object_to_bytearray(graph))
+    data = _serialize(graph, schema)
     # The archive's offsets are absolute within the file, as zipfile writes them when it
     # appends to bytes that are not a ZIP archive.
     stream = io.BytesIO(data)
@@ -202,6 +203,66 @@ def attach_metadata(model: bytes, metadata: bytes, files: dict[str, bytes]) -> b
         for name, content in files.items():
             archive.writestr(name, content)
     return stream.getvalue()
+
+
+class _SharedQuantization:
+    """Packs a tensor's quantization parameters, writing each distinct vector once.
+
+    A per-channel quantized weight and its bias each store a zero-point vector (int64, all
+    zeros) and a scale vector per output channel; FlatBuffers lets tables share a vector,
+    so identical vectors (the zero points of every layer of one width) are written once.
+    In a ViT-Ti/16 int8 file the zero points alone took 4 % of the bytes.
+    """
+
+    def __init__(self, params, schema, cache: dict):
+        self.params = params
+        self.schema = schema
+        self.cache = cache
+
+    def _vector(self, builder, values, dtype: str) -> int:
+        import numpy as np
+
+        array = np.ascontiguousarray(np.asarray(values, dtype=dtype))
+        key = (dtype, array.tobytes())
+        if key not in self.cache:
+            self.cache[key] = builder.CreateNumpyVector(array)
+        return self.cache[key]
+
+    def Pack(self, builder) -> int:  # the generated object API calls it so
+        q, schema = self.params, self.schema
+        if q.details is not None:  # custom quantization: nothing to share
+            return q.Pack(builder)
+        offsets = {}
+        for name, dtype in (("min", "<f4"), ("max", "<f4"), ("scale", "<f4"), ("zeroPoint", "<i8")):
+            values = getattr(q, name)
+            if values is not None:
+                offsets[name] = self._vector(builder, values, dtype)
+        schema.QuantizationParametersStart(builder)
+        if "min" in offsets:
+            schema.QuantizationParametersAddMin(builder, offsets["min"])
+        if "max" in offsets:
+            schema.QuantizationParametersAddMax(builder, offsets["max"])
+        if "scale" in offsets:
+            schema.QuantizationParametersAddScale(builder, offsets["scale"])
+        if "zeroPoint" in offsets:
+            schema.QuantizationParametersAddZeroPoint(builder, offsets["zeroPoint"])
+        schema.QuantizationParametersAddDetailsType(builder, q.detailsType)
+        schema.QuantizationParametersAddQuantizedDimension(builder, q.quantizedDimension)
+        return schema.QuantizationParametersEnd(builder)
+
+
+def _serialize(graph, schema) -> bytes:
+    """Serializes a model object, sharing identical quantization vectors."""
+    import flatbuffers
+
+    cache: dict = {}
+    for subgraph in graph.subgraphs or []:
+        for tensor in subgraph.tensors or []:
+            if tensor.quantization is not None:
+                tensor.quantization = _SharedQuantization(tensor.quantization, schema, cache)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(graph.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
 
 
 def _name(value) -> str:

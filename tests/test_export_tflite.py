@@ -231,6 +231,32 @@ def test_metadata_attach_replaces_previous_metadata(exported):
     assert tflite_file.labels_from_metadata(again) == ["a", "b"]
 
 
+def test_serialization_writes_shared_quantization_vectors_once(exported, test_split):
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    out, _ = exported
+    content = (out / "model_int8.tflite").read_bytes()
+    plain = bytes(
+        flatbuffer_utils.convert_object_to_bytearray(
+            flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+        )
+    )
+    shared = attach_metadata(content, tflite_file.metadata_buffer(content), {})
+    assert len(shared) < 0.95 * len(plain)
+    images, _ = test_split
+    outputs = []
+    for model in (plain, shared):
+        interpreter = Interpreter(model_content=model)
+        interpreter.allocate_tensors()
+        (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
+        for image in images[:5]:
+            interpreter.set_tensor(inp["index"], image[None])
+            interpreter.invoke()
+            outputs.append(interpreter.get_tensor(outp["index"]).copy())
+    np.testing.assert_array_equal(np.stack(outputs[:5]), np.stack(outputs[5:]))
+
+
 def test_predict_runs_without_tensorflow(exported, tmp_path, test_split):
     """`python -m export.predict` in a process where importing TensorFlow or Keras fails."""
     from PIL import Image
