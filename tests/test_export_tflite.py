@@ -193,6 +193,31 @@ def test_runtime_matches_the_report(exported, test_split, checkpoint):
         classifier.predict(np.zeros((2, 16, 16, 3), np.uint8))
 
 
+def test_runtime_quantizes_int8_inputs_and_outputs(checkpoint, exported, test_split, tmp_path):
+    """A file with int8 I/O (not what export writes, but what others do) runs correctly."""
+    import tensorflow as tf
+
+    ckpt = artifacts.read_checkpoint(checkpoint)
+    graph = tflite.build_classifier(ckpt.load_model(), ckpt.config["preprocessing"])
+    calibration = tflite.calibration_images(ckpt, 32)
+    tflite._write_saved_model(graph, tmp_path / "sm")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.representative_dataset = tflite._representative(calibration, "int8")
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    (tmp_path / "int8io.tflite").write_bytes(converter.convert())
+    int8io = Classifier(tmp_path / "int8io.tflite")
+    assert int8io.input["dtype"] == np.int8 and int8io.output["dtype"] == np.int8
+    out, _ = exported
+    ours = Classifier(out / "model_int8.tflite")
+    images, _ = test_split
+    a, b = int8io.predict(images[:100]), ours.predict(images[:100])
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.95
+    np.testing.assert_allclose(a.sum(1), 1.0, atol=0.05)
+
+
 def test_runtime_labels_fall_back_to_labels_txt(exported, tmp_path):
     out, _ = exported
     bare = tflite_file.read_summary  # the file without metadata keeps its graph
