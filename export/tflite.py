@@ -37,7 +37,6 @@ import argparse
 import logging
 import os
 import re
-import resource
 import sys
 import tempfile
 import time
@@ -363,6 +362,16 @@ def evaluate_file(
     return result
 
 
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MiB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(usage / (1024.0 if sys.platform != "darwin" else 1024.0**2), 1)
+
+
 def _versions() -> dict:
     import keras
     import tensorflow as tf
@@ -497,9 +506,8 @@ def export_tflite(
         if "float32" in sizes:
             for entry in report["files"]:
                 entry["size_vs_float32"] = round(entry["size_bytes"] / sizes["float32"], 4)
-        usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         report["export_seconds"] = round(time.perf_counter() - start, 1)
-        report["peak_rss_mb"] = round(usage / 1024.0, 1)  # ru_maxrss is in KiB on Linux
+        report["peak_rss_mb"] = _peak_rss_mb()
         artifacts.atomic_write_json(tmp / REPORT_FILE, report)
     report["output_dir"] = str(output)
     return report
