@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint format test test-fast demo clean
+.PHONY: install lint format test test-fast demo demo-export clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	@echo "make demo arrives with the training issue (#4): train, evaluate, export on digits."
+
+# Export step of the demo: int8 + float32 TFLite (and the Edge TPU graph) of a checkpoint,
+# with the report table, then the int8 file on the test split. CKPT is the checkpoint folder.
+CKPT ?= demo_out/ckpt
+EXPORT_DIR ?= demo_out/tflite
+demo-export: $(STAMP)
+	$(BIN)/python -m export.tflite $(CKPT) --output $(EXPORT_DIR) --quantize float32 int8 --edgetpu --force
+	$(BIN)/python -m export.evaluate $(EXPORT_DIR)/model_int8.tflite $(CKPT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,598 @@
+"""TFLite export of a small trained checkpoint: files, report, metadata, runtime, bad input.
+
+One module-scoped export (every quantization and the Edge TPU profile) of a tiny ViT fit
+for a few epochs on digits serves most tests; it takes about a minute on 2 cores.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY
+from helpers import write_checkpoint
+
+import keras_vit
+from export import analysis, edgetpu_check, tflite, tflite_file
+from export.metadata import attach_metadata, build_classifier_metadata
+from export.runtime import Classifier, ModelFileError, _open_interpreter
+from keras_vit import artifacts, data
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+QUANTIZATIONS = ["float32", "float16", "dynamic", "int8", "int16x8"]
+
+
+def train_tiny(path: Path) -> Path:
+    """A TINY ViT fit for a few epochs on digits, saved as a checkpoint folder."""
+    images, labels = data.digits_arrays("train", 32)
+    model = keras_vit.ViT(num_classes=10, seed=1, **TINY)
+    model.compile(
+        keras.optimizers.Adam(2e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x = (images.astype("float32") - 127.5) / 127.5
+    model.fit(x, labels, batch_size=32, epochs=6, shuffle=False, verbose=0)
+    write_checkpoint(path, model, LABELS, dataset={"source": "digits"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return train_tiny(tmp_path_factory.mktemp("export") / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint):
+    report = tflite.export_tflite(
+        checkpoint,
+        checkpoint.parent / "tflite",
+        quantize=QUANTIZATIONS,
+        calibration_samples=64,
+        edgetpu=True,
+        latency_runs=3,
+    )
+    return Path(report["output_dir"]), report
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return data.digits_arrays("test", 32)
+
+
+def entry(report, name):
+    (found,) = [e for e in report["files"] if e["file"] == name]
+    return found
+
+
+def test_export_writes_every_file_and_the_report(exported):
+    out, report = exported
+    names = sorted(p.name for p in out.iterdir())
+    expected = [tflite.file_name(q) for q in QUANTIZATIONS] + [
+        "labels.txt",
+        "model_edgetpu_int8.tflite",
+        "report.json",
+    ]
+    assert names == sorted(expected)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["files"] == json.loads(json.dumps(report["files"]))
+    assert (out / "labels.txt").read_text().split() == LABELS
+    for e in report["files"]:
+        assert e["size_bytes"] == (out / e["file"]).stat().st_size
+        assert e["flex_ops"] == [] and e["custom_ops"] == []
+        assert e["input"][0]["shape"] == [1, 32, 32, 3]  # static batch 1
+        assert set(e["latency_ms"]) == {"1", "2"} and all(v > 0 for v in e["latency_ms"].values())
+        assert 0.0 <= e["max_abs_prob_diff"] <= 1.0
+    assert report["test_split"]["num_examples"] == 359
+    assert "Keras model:" in tflite.format_table(report)
+
+
+def test_float32_file_matches_keras(exported):
+    _, report = exported
+    e = entry(report, "model_float32.tflite")
+    assert e["top1_agreement"] == 1.0 and e["max_abs_prob_diff"] < 1e-4
+    assert e["input"][0]["dtype"] == "float32" and e["output"][0]["dtype"] == "float32"
+
+
+def test_int8_file_is_fully_integer_with_pixel_input(exported):
+    _, report = exported
+    e = entry(report, "model_int8.tflite")
+    assert e["float_compute_ops"] == 0
+    assert e["input"] == [
+        {"dtype": "uint8", "shape": [1, 32, 32, 3], "scale": 1.0, "zero_point": 0}
+    ]
+    assert e["output"] == [{"dtype": "uint8", "shape": [1, 10], "scale": 1 / 256, "zero_point": 0}]
+    assert e["op_histogram"]["SOFTMAX"] >= 1 and "DEQUANTIZE" not in e["op_histogram"]
+    assert e["top1_agreement"] >= 0.97
+    assert e["accuracy"] >= report["test_split"]["keras_accuracy"] - 0.02
+    assert e["size_vs_float32"] < 0.6
+
+
+def test_other_quantizations(exported):
+    _, report = exported
+    assert entry(report, "model_int16x8.tflite")["float_compute_ops"] == 0
+    assert entry(report, "model_int16x8.tflite")["top1_agreement"] >= 0.99
+    assert "DEQUANTIZE" in entry(report, "model_float16.tflite")["op_histogram"]
+    for name in ("model_float16.tflite", "model_dynamic.tflite"):
+        assert entry(report, name)["top1_agreement"] >= 0.98
+
+
+def test_edgetpu_file_maps_every_op(exported):
+    out, report = exported
+    e = entry(report, "model_edgetpu_int8.tflite")
+    assert e["float_compute_ops"] == 0
+    assert e["edgetpu"]["first_unsupported"] is None
+    assert e["edgetpu"]["mac_share_before_first_unsupported"] == 1.0
+    histogram = e["op_histogram"]
+    assert "BATCH_MATMUL" not in histogram and "GELU" not in histogram
+    assert histogram["SOFTMAX"] == 1  # only the classifier's, one-dimensional
+    assert e["top1_agreement"] >= 0.95
+    # The default int8 graph stops the compiler at once (6-D patch reshape).
+    default = edgetpu_check.check_file(out / "model_int8.tflite")
+    assert default.first_unsupported == 1 and default.mac_share_before_first_unsupported == 0.0
+    assert "BATCH_MATMUL" in default.unsupported_names
+
+
+def test_metadata_reads_back(exported):
+    out, _ = exported
+    content = (out / "model_int8.tflite").read_bytes()
+    meta = tflite_file.read_metadata(content)
+    (image,) = meta["inputs"]
+    assert image["content"] == "image" and image["color_space"] == "RGB"
+    assert image["process_units"] == [
+        {"type": "normalization", "mean": [0.0] * 3, "std": [1.0] * 3}
+    ]
+    (probability,) = meta["outputs"]
+    assert probability["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
+    assert tflite_file.labels_from_metadata(content) == LABELS
+    assert meta["min_parser_version"] == "1.0.0"
+
+
+@pytest.mark.parametrize("name", ["model_float32.tflite", "model_int8.tflite"])
+def test_mediapipe_image_classifier_reads_the_metadata(exported, test_split, name):
+    """MediaPipe (an independent reader) finds the labels and the normalisation."""
+    mp = pytest.importorskip("mediapipe")
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core import base_options
+
+    out, _ = exported
+    options = vision.ImageClassifierOptions(
+        base_options=base_options.BaseOptions(model_asset_path=str(out / name)), max_results=10
+    )
+    images, _ = test_split
+    ours = Classifier(out / name)
+    expected = ours.predict(images[:8])
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for image, scores in zip(images[:8], expected, strict=True):
+            result = classifier.classify(
+                mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+            )
+            categories = result.classifications[0].categories
+            assert {c.category_name for c in categories} == set(LABELS)
+            for c in categories:
+                assert c.category_name == LABELS[c.index]
+                assert abs(c.score - scores[c.index]) < 1e-3
+
+
+def test_runtime_matches_the_report(exported, test_split, checkpoint):
+    out, report = exported
+    images, labels = test_split
+    classifier = Classifier(out / "model_int8.tflite", num_threads=1)
+    assert classifier.labels == LABELS and classifier.image_size == (32, 32)
+    probabilities = classifier.predict(images)
+    accuracy = float((probabilities.argmax(1) == labels).mean())
+    assert accuracy == pytest.approx(entry(report, "model_int8.tflite")["accuracy"])
+    (top,) = classifier.top_k(probabilities[:1], k=3)
+    assert [p.score for p in top] == sorted((p.score for p in top), reverse=True)
+    with pytest.raises(ValueError, match=r"Expected images of shape \(N, 32, 32, 3\)"):
+        classifier.predict(np.zeros((2, 16, 16, 3), np.uint8))
+
+
+def test_runtime_quantizes_int8_inputs_and_outputs(checkpoint, exported, test_split, tmp_path):
+    """A file with int8 I/O (not what export writes, but what others do) runs correctly."""
+    import tensorflow as tf
+
+    ckpt = artifacts.read_checkpoint(checkpoint)
+    graph = tflite.build_classifier(ckpt.load_model(), ckpt.config["preprocessing"])
+    calibration = tflite.calibration_images(ckpt, 32)
+    tflite._write_saved_model(graph, tmp_path / "sm")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.representative_dataset = tflite._representative(calibration, "int8")
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    (tmp_path / "int8io.tflite").write_bytes(converter.convert())
+    int8io = Classifier(tmp_path / "int8io.tflite")
+    assert int8io.input["dtype"] == np.int8 and int8io.output["dtype"] == np.int8
+    out, _ = exported
+    ours = Classifier(out / "model_int8.tflite")
+    images, _ = test_split
+    a, b = int8io.predict(images[:100]), ours.predict(images[:100])
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.95
+    np.testing.assert_allclose(a.sum(1), 1.0, atol=0.05)
+
+
+def test_runtime_labels_fall_back_to_labels_txt(exported, tmp_path):
+    out, _ = exported
+    bare = tflite_file.read_summary  # the file without metadata keeps its graph
+    content = (out / "model_float32.tflite").read_bytes()
+    stripped = _strip_metadata(content)
+    assert tflite_file.read_metadata(stripped) is None and bare(stripped).operators
+    (tmp_path / "model.tflite").write_bytes(stripped)
+    assert Classifier(tmp_path / "model.tflite").labels == [str(i) for i in range(10)]
+    (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    assert Classifier(tmp_path / "model.tflite").labels == LABELS
+
+
+def _strip_metadata(content: bytes) -> bytes:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    model.metadata = [m for m in model.metadata if m.name != b"TFLITE_METADATA"]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def test_metadata_attach_replaces_previous_metadata(exported):
+    out, _ = exported
+    content = (out / "model_float32.tflite").read_bytes()
+    meta = build_classifier_metadata(
+        name="again",
+        description="d",
+        version="1",
+        image_size=(32, 32),
+        mean=[127.5] * 3,
+        std=[127.5] * 3,
+        num_classes=10,
+    )
+    again = attach_metadata(content, meta, {"labels.txt": b"a\nb\n"})
+    assert tflite_file.read_summary(again).metadata_names.count("TFLITE_METADATA") == 1
+    assert tflite_file.read_metadata(again)["name"] == "again"
+    assert tflite_file.labels_from_metadata(again) == ["a", "b"]
+
+
+def test_serialization_writes_shared_quantization_vectors_once(exported, test_split):
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    out, _ = exported
+    content = (out / "model_int8.tflite").read_bytes()
+    plain = bytes(
+        flatbuffer_utils.convert_object_to_bytearray(
+            flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+        )
+    )
+    shared = attach_metadata(content, tflite_file.metadata_buffer(content), {})
+    assert len(shared) < 0.95 * len(plain)
+    images, _ = test_split
+    outputs = []
+    for model in (plain, shared):
+        interpreter = Interpreter(model_content=model)
+        interpreter.allocate_tensors()
+        (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
+        for image in images[:5]:
+            interpreter.set_tensor(inp["index"], image[None])
+            interpreter.invoke()
+            outputs.append(interpreter.get_tensor(outp["index"]).copy())
+    np.testing.assert_array_equal(np.stack(outputs[:5]), np.stack(outputs[5:]))
+
+
+def test_predict_runs_without_tensorflow(exported, tmp_path, test_split):
+    """`python -m export.predict` in a process where importing TensorFlow or Keras fails."""
+    from PIL import Image
+
+    out, _ = exported
+    images, _ = test_split
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(images[i]).save(paths[-1])
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
+        "from export.predict import main; code = main(sys.argv[1:]); "
+        "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras')) "
+        "and sys.modules[m] is not None]; raise SystemExit(code)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(out / "model_int8.tflite"),
+            *map(str, paths),
+            "--top-k",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    classifier = Classifier(out / "model_int8.tflite")
+    expected = classifier.top_k(classifier.predict(images[:3]), 2)
+    printed = parse_predictions(result.stdout)
+    assert list(printed) == [str(p) for p in paths]
+    for path, top in zip(paths, expected, strict=True):
+        assert printed[str(path)] == [(p.label, round(p.score, 4)) for p in top]
+
+
+def test_interpreter_fallback_skips_a_backend_that_cannot_open_the_model(exported, monkeypatch):
+    out, _ = exported
+
+    class Broken:
+        def __init__(self, **kwargs):
+            raise RuntimeError("numpy.core.multiarray failed to import")
+
+    import types
+
+    module = types.ModuleType("broken_tflite_runtime")
+    module.Interpreter = Broken
+    monkeypatch.setitem(sys.modules, "broken_tflite_runtime", module)
+    backends = (
+        ("not_installed_litert", "Interpreter"),
+        ("broken_tflite_runtime", "Interpreter"),
+        ("ai_edge_litert.interpreter", "Interpreter"),
+    )
+    content = (out / "model_int8.tflite").read_bytes()
+    _, name = _open_interpreter(content, 1, backends)
+    assert name == "ai_edge_litert.interpreter"
+    with pytest.raises(RuntimeError, match="No TFLite interpreter could run the model"):
+        _open_interpreter(content, 1, backends[:2])
+
+
+# === Bad input ===
+
+
+def parse_predictions(text: str) -> dict[str, list[tuple[str, float]]]:
+    """`python -m export.predict` output -> {image: [(label, score), ...]}."""
+    parsed: dict[str, list[tuple[str, float]]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("  "):
+            _, label, score = line.split()
+            parsed[current].append((label, float(score)))
+        else:
+            current = line
+            parsed[current] = []
+    return parsed
+
+
+def run_cli(main, argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+def test_cli_prints_the_table(checkpoint, tmp_path, capsys):
+    code, out, err = run_cli(
+        tflite.main,
+        [checkpoint, "--output", tmp_path / "out", "--quantize", "float32", "--no-eval"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "model_float32.tflite" in out and "report.json" in out
+    code, _, err = run_cli(
+        tflite.main, [checkpoint, "--output", tmp_path / "out", "--quantize", "float32"], capsys
+    )
+    assert code == 1 and err.count("\n") == 0
+    assert err == f"error: Output {tmp_path / 'out'} already exists; pass --force to overwrite it"
+
+
+def test_cli_bad_checkpoints(tmp_path, capsys, checkpoint):
+    code, _, err = run_cli(tflite.main, [tmp_path / "missing"], capsys)
+    assert code == 1 and err == f"error: Checkpoint folder {tmp_path / 'missing'} does not exist"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.keras").write_text("x")
+    code, _, err = run_cli(tflite.main, [foreign], capsys)
+    assert code == 1 and "is not a keras-vit checkpoint folder: missing config.json" in err
+    for name in ("config.json", "labels.txt"):
+        (foreign / name).write_text((checkpoint / name).read_text())
+    (foreign / "config.json").write_text(json.dumps({"format": "something-else"}))
+    code, _, err = run_cli(tflite.main, [foreign], capsys)
+    assert code == 1 and "is not a keras-vit checkpoint config" in err and "\n" not in err
+
+
+def _copy_checkpoint(checkpoint, path, dataset):
+    path.mkdir()
+    for name in ("model.keras", "labels.txt"):
+        (path / name).write_bytes((checkpoint / name).read_bytes())
+    config = json.loads((checkpoint / "config.json").read_text())
+    if dataset is None:
+        config.pop("dataset")
+    else:
+        config["dataset"] = dataset
+    artifacts.atomic_write_json(path / "config.json", config)
+    return path
+
+
+def test_no_calibration_data_fails_cleanly(checkpoint, tmp_path, capsys):
+    nodata = _copy_checkpoint(checkpoint, tmp_path / "nodata", None)
+    code, _, err = run_cli(tflite.main, [nodata, "--output", tmp_path / "o1"], capsys)
+    assert code == 1 and "names no dataset source, so there is no train data" in err
+    assert not (tmp_path / "o1").exists()  # no partial output
+    unknown = _copy_checkpoint(checkpoint, tmp_path / "unknown", {"source": "no-such-data"})
+    code, _, err = run_cli(tflite.main, [unknown, "--output", tmp_path / "o2"], capsys)
+    assert code == 1 and "Cannot load the train split of dataset 'no-such-data'" in err
+    assert not (tmp_path / "o2").exists()
+    code, _, err = run_cli(
+        tflite.main, [checkpoint, "--output", tmp_path / "o3", "--calibration-samples", "0"], capsys
+    )
+    assert code == 1 and err == "error: --calibration-samples must be at least 1, got 0"
+    # A float-only export needs no data (and evaluates nothing without a test split).
+    code, _, err = run_cli(
+        tflite.main, [nodata, "--output", tmp_path / "o4", "--quantize", "float32"], capsys
+    )
+    assert code == 0, err
+
+
+@keras.saving.register_keras_serializable(package="keras_vit_tests")
+class Erfinv(keras.layers.Layer):
+    def call(self, x):
+        return keras.ops.erfinv(keras.ops.tanh(x))
+
+
+class NeedsFlex(keras.Model):
+    """A pixel classifier whose graph has an op with no TFLite builtin."""
+
+    image_size = (8, 8)
+    num_channels = 3
+
+    def __init__(self):
+        super().__init__()
+        self.odd = Erfinv()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, pixels):
+        x = keras.ops.reshape(pixels, (-1, 8 * 8 * 3)) / 255.0
+        return keras.ops.softmax(self.dense(self.odd(x)))
+
+
+def test_graph_that_needs_flex_ops_fails_naming_the_op():
+    with pytest.raises(tflite.ExportError, match="no TFLite builtin: Erfinv"):
+        tflite.convert(NeedsFlex(), "float32")
+
+
+def test_predict_bad_inputs(exported, tmp_path, capsys):
+    from export import predict
+
+    out, _ = exported
+    model = out / "model_int8.tflite"
+    (tmp_path / "notes.tflite").write_text("not a model")
+    code, _, err = run_cli(predict.main, [tmp_path / "notes.tflite", model], capsys)
+    assert code == 1 and "is not a TFLite model" in err and "\n" not in err
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(model.read_bytes()[:2000])
+    code, _, err = run_cli(predict.main, [corrupt, model], capsys)
+    assert code == 1 and err.startswith(f"error: {corrupt}") and "\n" not in err
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    code, _, err = run_cli(predict.main, [model, tmp_path / "broken.jpg"], capsys)
+    assert code == 1 and err.startswith(f"error: Cannot read image {tmp_path / 'broken.jpg'}")
+    code, _, err = run_cli(predict.main, [model, tmp_path / "nope.png"], capsys)
+    assert code == 1 and err == f"error: Image file {tmp_path / 'nope.png'} does not exist"
+    code, _, err = run_cli(predict.main, [tmp_path / "missing.tflite", "x.png"], capsys)
+    assert code == 1 and err == f"error: Model file {tmp_path / 'missing.tflite'} does not exist"
+    with pytest.raises(ModelFileError, match="is not a TFLite model"):
+        Classifier(tmp_path / "notes.tflite")
+
+
+def test_evaluate_cli(exported, checkpoint, capsys):
+    from export import evaluate
+
+    out, report = exported
+    code, stdout, err = run_cli(
+        evaluate.main, [out / "model_int8.tflite", checkpoint, "--threads", "1"], capsys
+    )
+    assert code == 0, err
+    accuracy = entry(report, "model_int8.tflite")["accuracy"]
+    assert re.search(rf"TFLite accuracy +{100 * accuracy:.2f} %", stdout)
+
+
+def test_edgetpu_check_cli(exported, capsys, tmp_path):
+    out, _ = exported
+    code, stdout, _ = run_cli(edgetpu_check.main, [out / "model_edgetpu_int8.tflite"], capsys)
+    assert code == 0 and "ops are in the Edge TPU table" in stdout
+    code, stdout, _ = run_cli(edgetpu_check.main, [out / "model_int8.tflite", "--json"], capsys)
+    parsed = json.loads(stdout)
+    assert parsed["first_unsupported_op"]["name"] == "RESHAPE"
+    assert len(parsed["ops"]) == parsed["num_ops"]
+    (tmp_path / "x.tflite").write_bytes(b"\x00" * 16)
+    code, _, err = run_cli(edgetpu_check.main, [tmp_path / "x.tflite"], capsys)
+    assert code == 1 and "is not a TFLite model" in err
+
+
+def test_float_compute_op_definition(exported):
+    out, _ = exported
+    dynamic = tflite_file.read_summary((out / "model_dynamic.tflite").read_bytes())
+    names = {op.name for op in analysis.float_compute_ops(dynamic)}
+    assert "FULLY_CONNECTED" in names  # int8 weights, float activations
+    int16 = tflite_file.read_summary((out / "model_int16x8.tflite").read_bytes())
+    # float32 I/O: only the boundary QUANTIZE / DEQUANTIZE touch floats, and they do not count.
+    boundary = [op for op in int16.operators if op.name in ("QUANTIZE", "DEQUANTIZE")]
+    assert boundary and analysis.float_compute_ops(int16) == []
+
+
+def test_device_venv_layout_is_ignored_by_git():
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", ".venv-device/bin/python"], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0
+
+
+def device_venv(name: str, packages: list[str]) -> Path:
+    """A cached venv under `.venv-device/` (git-ignored) with only `packages` installed."""
+    import shutil
+
+    venv = ROOT / ".venv-device" / name
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+        install = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *packages],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if install.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            pytest.skip(f"cannot build the {name} venv: {install.stderr.strip()[-200:]}")
+    probe = subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True)
+    assert probe.returncode != 0  # no TensorFlow on the "device"
+    return python
+
+
+def run_predict(python: Path, model: Path, images, tmp_path: Path):
+    from PIL import Image
+
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    result = subprocess.run(
+        [str(python), "-m", "export.predict", str(model), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    return paths, result
+
+
+@pytest.mark.slow
+def test_predict_in_a_device_like_venv(exported, tmp_path, test_split):
+    """A venv with only NumPy < 2, Pillow and tflite-runtime (no TensorFlow) runs predict.
+
+    Building the venv needs the package index (a few seconds with a local mirror).
+    """
+    python = device_venv("tflite-runtime", ["numpy<2", "pillow", "tflite-runtime"])
+    out, _ = exported
+    images, _ = test_split
+    model = out / "model_int8.tflite"
+    paths, result = run_predict(python, model, images[:2], tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = parse_predictions(result.stdout)
+    ours = Classifier(model)
+    for path, top in zip(paths, ours.top_k(ours.predict(images[:2]), 5), strict=True):
+        # tflite-runtime 2.14's int8 kernels round a little differently from LiteRT's.
+        label, score = printed[str(path)][0]
+        assert label == top[0].label and abs(score - top[0].score) < 0.02
+
+
+@pytest.mark.slow
+def test_predict_reports_tflite_runtime_beside_numpy2(exported, tmp_path, test_split):
+    """tflite-runtime 2.14 imports beside NumPy 2 but cannot open a model: one clear line."""
+    python = device_venv("numpy2", ["numpy>=2", "pillow", "tflite-runtime"])
+    out, _ = exported
+    images, _ = test_split
+    _, result = run_predict(python, out / "model_int8.tflite", images[:1], tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "No TFLite interpreter could run the model" in last
+    assert "tflite_runtime.interpreter" in last and "pip install ai-edge-litert" in last
