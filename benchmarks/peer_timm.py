@@ -1,6 +1,14 @@
 """The timm side of `benchmarks/run.py`, run by the peer interpreter (`.venv-peers`).
 
-    .venv-peers/bin/python benchmarks/peer_timm.py SPEC.json RESULT.json
+    .venv-peers/bin/python benchmarks/peer_timm.py --serve THREADS
+
+A small server on stdin / stdout, one JSON object per line each way, so that `run.py` can
+time timm right beside our rows (the same minute, the same machine load):
+`{"cmd": "load", "key", "config", "npz", "check_input"}` answers `{"outputs": logits}`;
+`{"cmd": "time", "key", "batch", "runs", "warmup"}` answers `{"times_ms": [...]}`;
+`{"cmd": "train", "key", "config", "npz", "images", "labels", "batch", "steps", "warmup",
+"learning_rate"}` answers `{"times_ms": [...]}` (one per training step);
+`{"cmd": "versions"}` answers the versions; end of input ends it.
 
 No keras-vit or TensorFlow here: `run.py` writes our weights with `keras_vit.checkpoints.
 save_npz`, and this script loads them with timm's own `.npz` loader
@@ -10,10 +18,7 @@ epsilon 1e-6), returns its logits on the check batch (so `run.py` can prove it i
 model) and times it: inference latency per batch size, and training steps (Adam, cross
 entropy) on the given images.
 
-SPEC.json: `{"threads": int, "inference": [{"key", "config", "npz", "check_input",
-"batches", "runs", "warmup"}], "training": [{"key", "config", "npz", "images", "labels",
-"batch", "steps", "warmup", "learning_rate"}]}`; images are NHWC float32 `.npy` files in
-[-1, 1], as our models take them.
+Images are NHWC float32 `.npy` files in [-1, 1], as our models take them.
 """
 
 from __future__ import annotations
@@ -57,78 +62,95 @@ def nchw(images: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
-def median_ms(fn, runs: int, warmup: int) -> float:
+def times_ms(fn, runs: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000.0)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
 
 
-def inference(spec: dict) -> dict:
-    import torch
+class Server:
+    """Holds the loaded models between commands."""
 
-    model = build(spec["config"]).eval()
-    load(model, spec["npz"])
-    check = nchw(np.load(spec["check_input"]))
-    with torch.inference_mode():
-        outputs = model(check).numpy()
-        latency = {}
-        for batch in spec["batches"]:
-            x = check[:1].repeat(batch, 1, 1, 1).contiguous()
-            latency[str(batch)] = median_ms(
-                lambda x=x: model(x), spec["runs"][str(batch)], spec["warmup"]
-            )
-    return {"key": spec["key"], "outputs": outputs.tolist(), "latency_ms": latency}
+    def __init__(self):
+        self.models = {}
+        self.trainers = {}
 
+    def load(self, cmd: dict) -> dict:
+        import torch
 
-def training(spec: dict) -> dict:
-    import torch
+        model = build(cmd["config"]).eval()
+        load(model, cmd["npz"])
+        check = nchw(np.load(cmd["check_input"]))
+        with torch.inference_mode():
+            outputs = model(check).numpy()
+        self.models[cmd["key"]] = (model, check)
+        return {"outputs": outputs.tolist()}
 
-    model = build(spec["config"]).train()
-    load(model, spec["npz"])
-    images = nchw(np.load(spec["images"]))
-    labels = torch.from_numpy(np.load(spec["labels"]).astype(np.int64))
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec["learning_rate"])
-    loss_fn = torch.nn.CrossEntropyLoss()
-    batch = spec["batch"]
-    position = {"i": 0}
+    def time(self, cmd: dict) -> dict:
+        import torch
 
-    def step():
-        start = position["i"] % (len(images) - batch + 1)
-        position["i"] += batch
-        x, y = images[start : start + batch], labels[start : start + batch]
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
+        model, check = self.models[cmd["key"]]
+        x = check[:1].repeat(cmd["batch"], 1, 1, 1).contiguous()
+        with torch.inference_mode():
+            return {"times_ms": times_ms(lambda: model(x), cmd["runs"], cmd["warmup"])}
 
-    step_ms = median_ms(step, spec["steps"], spec["warmup"])
-    return {"key": spec["key"], "step_ms": step_ms, "images_per_s": batch / (step_ms / 1000.0)}
+    def train(self, cmd: dict) -> dict:
+        import torch
+
+        if cmd["key"] not in self.trainers:
+            model = build(cmd["config"]).train()
+            load(model, cmd["npz"])
+            images = nchw(np.load(cmd["images"]))
+            labels = torch.from_numpy(np.load(cmd["labels"]).astype(np.int64))
+            optimizer = torch.optim.Adam(model.parameters(), lr=cmd["learning_rate"])
+            self.trainers[cmd["key"]] = (model, images, labels, optimizer, {"i": 0})
+        model, images, labels, optimizer, position = self.trainers[cmd["key"]]
+        loss_fn = torch.nn.CrossEntropyLoss()
+        batch = cmd["batch"]
+
+        def step():
+            start = position["i"] % (len(images) - batch + 1)
+            position["i"] += batch
+            x, y = images[start : start + batch], labels[start : start + batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+
+        return {"times_ms": times_ms(step, cmd["steps"], cmd["warmup"])}
+
+    def versions(self, cmd: dict) -> dict:
+        import timm
+        import torch
+
+        return {"torch": torch.__version__, "timm": timm.__version__}
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: peer_timm.py SPEC.json RESULT.json", file=sys.stderr)
+    if len(argv) != 2 or argv[0] != "--serve":
+        print("usage: peer_timm.py --serve THREADS", file=sys.stderr)
         return 2
-    spec = json.loads(open(argv[0]).read())
-    import timm
     import torch
 
-    torch.set_num_threads(spec["threads"])
+    torch.set_num_threads(int(argv[1]))
     torch.set_num_interop_threads(1)
-    result = {
-        "versions": {"torch": torch.__version__, "timm": timm.__version__},
-        "threads": torch.get_num_threads(),
-        "inference": [inference(s) for s in spec.get("inference", [])],
-        "training": [training(s) for s in spec.get("training", [])],
-    }
-    with open(argv[1], "w") as handle:
-        json.dump(result, handle)
+    server = Server()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        try:
+            answer = getattr(server, cmd["cmd"])(cmd)
+        except Exception as error:  # reported to run.py, which marks the rows
+            answer = {"error": f"{type(error).__name__}: {error}"}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
     return 0
 
 

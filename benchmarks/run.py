@@ -66,6 +66,7 @@ class Plan:
     max_runs: int = 30
     min_runs: int = 5
     budget_s: float = 6.0
+    rounds: int = 2
     warmup: int = 3
     calibration_images: int = 8
     training: dict[str, dict] = field(default_factory=dict)
@@ -91,6 +92,7 @@ def make_plan(quick: bool, threads: int) -> Plan:
             max_runs=2,
             min_runs=1,
             budget_s=0.5,
+            rounds=1,
             warmup=1,
             calibration_images=2,
             training={"tiny": tiny},
@@ -157,7 +159,15 @@ def machine(threads: int) -> dict:
     )
     ghz = (cpu["mhz"] or 0.0) / 1000.0
     fp32_per_cycle = 64 if "avx512f" in flags else (32 if "fma" in flags else 8)
-    int8_per_cycle = 256 if "avx512_vnni" in flags else (128 if "avx_vnni" in flags else 64)
+    if "amx_int8" in flags:
+        int8_per_cycle, int8_basis = 2048, "int8 AMX"
+        int8_note = "AMX-INT8 (one 16x16x64 TDPBSSD tile product per 16 cycles: 1024 MAC)"
+    elif "avx512_vnni" in flags:
+        int8_per_cycle, int8_basis = 256, "int8 VNNI"
+        int8_note = "AVX512-VNNI (VPDPBUSD: 64 MAC per instruction on two ports)"
+    else:
+        int8_per_cycle, int8_basis = 64, "int8 SIMD"
+        int8_note = "no VNNI or AMX: a rough SIMD figure"
     return {
         "cpu": cpu["model_name"],
         "cores": os.cpu_count(),
@@ -166,12 +176,14 @@ def machine(threads: int) -> dict:
         "threads": threads,
         "peak_fp32_gflops_per_core": round(ghz * fp32_per_cycle, 1),
         "peak_int8_gops_per_core": round(ghz * int8_per_cycle, 1),
+        "int8_basis": int8_basis,
         "peak_note": (
-            f"fp32: {fp32_per_cycle} FLOP/cycle/core (two 512-bit FMA units x 16 lanes x 2) x "
-            f"{ghz:.2f} GHz (the clock /proc/cpuinfo reports; turbo is hidden by the "
-            f"hypervisor). int8: {int8_per_cycle} op/cycle/core (AVX512-VNNI VPDPBUSD, 64 "
-            "multiply-adds per instruction on two ports); AMX-INT8 tiles, where a kernel uses "
-            "them, go up to 2048 op/cycle, so int8 percentages are against the VNNI figure."
+            f"fp32: {fp32_per_cycle} FLOP/cycle/core (two 512-bit FMA units x 16 lanes x 2 FLOP) "
+            f"x {ghz:.2f} GHz, the clock /proc/cpuinfo reports (turbo, if any, is hidden by "
+            f"the hypervisor). int8: {int8_per_cycle} op/cycle/core, {int8_note}. The int8 and "
+            "dynamic-range TFLite rows are counted against the int8 figure (their matmuls run "
+            "in int8); XNNPACK's int8 GEMMs here exceed the AVX512-VNNI ceiling (256 op/cycle), "
+            "so they use AMX tiles."
         ),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -225,18 +237,27 @@ def wait_for_idle(limit_s: float, load_below: float = 0.6) -> dict:
 # === Measuring ===
 
 
-def median_ms(fn, plan: Plan, runs: int | None = None) -> tuple[float, int]:
-    """Median wall milliseconds of `fn()` after `plan.warmup` calls: `(median, runs)`."""
-    for _ in range(plan.warmup):
-        fn()
+def call_times(fn, runs: int) -> list[float]:
+    """Wall milliseconds of `runs` calls of `fn()`."""
     times = []
-    deadline = time.perf_counter() + plan.budget_s
-    target = runs or plan.max_runs
-    while len(times) < target and (len(times) < plan.min_runs or time.perf_counter() < deadline):
+    for _ in range(runs):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000.0), len(times)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def runs_for(estimate_ms: float, plan: Plan) -> int:
+    """Timed calls per round: as many as fit in the time budget, within the plan's bounds."""
+    fit = int(plan.budget_s * 1000.0 / max(estimate_ms, 1e-3) / plan.rounds)
+    return max(plan.min_runs, min(plan.max_runs // plan.rounds, fit))
+
+
+def median_ms(fn, plan: Plan) -> tuple[float, int]:
+    """Median wall milliseconds of `fn()` after `plan.warmup` calls: `(median, runs)`."""
+    warm = call_times(fn, plan.warmup)
+    times = call_times(fn, runs_for(warm[-1], plan) * plan.rounds)
+    return float(np.median(times)), len(times)
 
 
 def forward_flops(config: dict) -> float:
@@ -284,28 +305,47 @@ def unavailable(section: str, model: str, impl: str, reason: str, **values) -> d
 # === Inference ===
 
 
-def keras_rows(name: str, config: dict, plan: Plan, check: np.ndarray) -> tuple[list, object]:
-    from keras_vit.inference import predict_function
+def interleaved_rows(
+    name: str, impls: dict, plan: Plan, section: str = "inference", extra=None
+) -> list:
+    """Times every implementation at every batch size in alternating rounds.
 
-    model = vit(config)
+    `impls` maps a row name to `timer(batch, runs)` returning call times in ms (runs=0 warms
+    up). Round after round each implementation runs its share of the calls, so that a
+    change of machine load during the run touches every implementation alike.
+    """
     rows = []
-    for jit, impl in ((False, "keras-vit (TF graph)"), (True, "keras-vit (XLA)")):
-        predict = predict_function(model, jit_compile=jit)
-        for batch in plan.batches:
-            x = np.repeat(check[:1], batch, axis=0)
-            ms, runs = median_ms(lambda x=x, predict=predict: predict(x), plan)
+    for batch in plan.batches:
+        times = {impl: [] for impl in impls}
+        estimate = {}
+        for impl, timer in impls.items():
+            warm = timer(batch, plan.warmup)
+            estimate[impl] = runs_for(warm[-1], plan) if warm else plan.min_runs
+        for _ in range(plan.rounds):
+            for impl, timer in impls.items():
+                times[impl] += timer(batch, estimate[impl])
+        for impl, values in times.items():
             rows.append(
                 row(
-                    "inference",
+                    section,
                     name,
                     impl,
                     batch=batch,
                     threads=plan.threads,
-                    median_ms=ms,
-                    runs=runs,
+                    median_ms=float(np.median(values)),
+                    runs=len(values),
+                    **(extra or {}).get(impl, {}),
                 )
             )
-    return rows, model
+    return rows
+
+
+def keras_timer(predict, check: np.ndarray):
+    def timer(batch: int, runs: int) -> list[float]:
+        x = np.repeat(check[:1], batch, axis=0)
+        return call_times(lambda: predict(x), runs)
+
+    return timer
 
 
 def tflite_rows(name: str, model, config: dict, plan: Plan, calibration: np.ndarray) -> list:
@@ -416,40 +456,25 @@ def keras_hub_model(ours):
     return model
 
 
-def keras_hub_rows(name: str, ours, plan: Plan, check: np.ndarray) -> list:
+def keras_hub_timer(ours, check: np.ndarray):
+    """`(timer, max |logit difference|)` of keras-hub's ViT with `ours`'s weights.
+
+    keras-hub's MLP uses the exact (erf) GELU; it is compared with ours in that form.
+    """
     import tensorflow as tf
 
     from export.graph import rebuild
 
-    reason = keras_hub_available()
-    if reason:
-        return [
-            unavailable("inference", name, "keras-hub", reason, batch=b, threads=plan.threads)
-            for b in plan.batches
-        ]
-    # keras-hub's MLP uses the exact (erf) GELU; compare it with ours in that form.
     reference = rebuild(ours, gelu="erf")
     hub = keras_hub_model(reference)
     diff = float(np.abs(hub.predict_on_batch(check) - reference.predict_on_batch(check)).max())
     forward = tf.function(lambda x: hub(x, training=False))
-    rows = []
-    for batch in plan.batches:
+
+    def timer(batch: int, runs: int) -> list[float]:
         x = tf.constant(np.repeat(check[:1], batch, axis=0))
-        ms, runs = median_ms(lambda x=x: forward(x).numpy(), plan)
-        rows.append(
-            row(
-                "inference",
-                name,
-                "keras-hub",
-                batch=batch,
-                threads=plan.threads,
-                median_ms=ms,
-                runs=runs,
-                max_abs_logit_diff=diff,
-                status="ok" if diff < LOGIT_TOLERANCE else "mismatch",
-            )
-        )
-    return rows
+        return call_times(lambda: forward(x).numpy(), runs)
+
+    return timer, diff
 
 
 # === Peers in the peer interpreter ===
@@ -469,19 +494,50 @@ def peer_python(path: str | None) -> tuple[str | None, str | None]:
     return str(candidate), None
 
 
-def run_peer(python: str, spec: dict, tmp: Path) -> tuple[dict | None, str | None]:
-    spec_path, result_path = tmp / "peer_spec.json", tmp / "peer_result.json"
-    spec_path.write_text(json.dumps(spec))
-    done = subprocess.run(
-        [python, str(PEER_SCRIPT), str(spec_path), str(result_path)],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["failed"])[-1]
-        return None, f"peer script failed: {last}"
-    return json.loads(result_path.read_text()), None
+class PeerError(RuntimeError):
+    """The peer interpreter failed a command."""
+
+
+class Peer:
+    """The timm server (`benchmarks/peer_timm.py --serve`) in the peer interpreter."""
+
+    def __init__(self, python: str, threads: int, log: Path):
+        self._log = open(log, "w")  # closed in close()
+        self.process = subprocess.Popen(
+            [python, str(PEER_SCRIPT), "--serve", str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self.log = log
+
+    def ask(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            tail = self.log.read_text().strip().splitlines() or ["no output"]
+            raise PeerError(f"peer interpreter exited: {tail[-1]}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise PeerError(answer["error"])
+        return answer
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        self.process.wait(timeout=60)
+        self._log.close()
+
+
+def timm_timer(peer: Peer, key: str):
+    def timer(batch: int, runs: int) -> list[float]:
+        if runs == 0:
+            return []
+        return peer.ask(cmd="time", key=key, batch=batch, runs=runs, warmup=0)["times_ms"]
+
+    return timer
 
 
 def timm_config(config: dict) -> dict:
@@ -510,7 +566,7 @@ def digits_training_data(image_size: int, limit: int | None = None):
 
 
 class StepTimer:
-    """A Keras callback that records the wall time of every training step."""
+    """A Keras callback that records the wall time of every training step (ms)."""
 
     def __new__(cls):
         import keras
@@ -520,15 +576,15 @@ class StepTimer:
                 self._start = time.perf_counter()
 
             def on_train_batch_end(self, batch, logs=None):
-                self.times.append(time.perf_counter() - self._start)
+                self.times.append((time.perf_counter() - self._start) * 1000.0)
 
         timer = _Timer()
         timer.times = []
         return timer
 
 
-def keras_fit_images_per_s(model, images, labels, plan: Plan, jit_compile) -> tuple[float, float]:
-    """`(images/s, median step ms)` of `model.fit` on in-memory batches (Adam, CE)."""
+def keras_fit_timer(model, images, labels, plan: Plan, jit_compile):
+    """Timer of `model.fit` steps on in-memory batches (Adam, cross entropy)."""
     import keras
     import tensorflow as tf
 
@@ -537,51 +593,84 @@ def keras_fit_images_per_s(model, images, labels, plan: Plan, jit_compile) -> tu
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_compile,
     )
-    steps = plan.train_warmup + plan.train_steps
     dataset = (
         tf.data.Dataset.from_tensor_slices((images, labels))
         .repeat()
         .batch(plan.train_batch, drop_remainder=True)
         .prefetch(2)
     )
-    timer = StepTimer()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
-    step_ms = float(np.median(timer.times[plan.train_warmup :]) * 1000.0)
-    return plan.train_batch / (step_ms / 1000.0), step_ms
+
+    def timer(batch: int, runs: int) -> list[float]:
+        recorder = StepTimer()
+        # One extra first step per call: it also builds the iterator.
+        model.fit(dataset, steps_per_epoch=runs + 1, epochs=1, verbose=0, callbacks=[recorder])
+        return recorder.times[1:]
+
+    return timer
 
 
-def training_rows(plan: Plan, peer: dict | None, peer_reason: str | None) -> list:
+def training_rows(plan: Plan, peer: Peer | None, peer_reason: str | None, tmp: Path) -> list:
+    from keras_vit import checkpoints
+
     rows = []
-    for name, config in plan.training.items():
-        images, labels = digits_training_data(config["image_size"], limit=plan.train_batch * 8)
-        flops = 3 * forward_flops(config)
-        common = dict(batch=plan.train_batch, threads=plan.threads, train_flops_per_image=flops)
-        for jit, impl in ((False, "keras-vit (TF graph)"), (True, "keras-vit (XLA)")):
-            per_s, step_ms = keras_fit_images_per_s(vit(config), images, labels, plan, jit)
-            rows.append(row("training", name, impl, images_per_s=per_s, step_ms=step_ms, **common))
-        reason = keras_hub_available()
-        if reason:
-            rows.append(unavailable("training", name, "keras-hub", reason, **common))
-        else:
-            hub = keras_hub_model(vit(config, gelu="erf"))
-            per_s, step_ms = keras_fit_images_per_s(hub, images, labels, plan, False)
-            rows.append(
-                row("training", name, "keras-hub", images_per_s=per_s, step_ms=step_ms, **common)
-            )
-        found = [t for t in (peer or {}).get("training", []) if t["key"] == name]
-        if found:
-            rows.append(
-                row(
-                    "training",
-                    name,
-                    "timm",
-                    images_per_s=found[0]["images_per_s"],
-                    step_ms=found[0]["step_ms"],
-                    **common,
+    saved = plan.batches
+    plan.batches = (plan.train_batch,)
+    try:
+        for name, config in plan.training.items():
+            images, labels = digits_training_data(config["image_size"], plan.train_batch * 8)
+            flops = 3 * forward_flops(config)
+            impls = {
+                "keras-vit (TF graph)": keras_fit_timer(vit(config), images, labels, plan, False),
+                "keras-vit (XLA)": keras_fit_timer(vit(config), images, labels, plan, True),
+            }
+            missing = []
+            reason = keras_hub_available()
+            if reason:
+                missing.append(("keras-hub", reason))
+            else:
+                hub = keras_hub_model(vit(config, gelu="erf"))
+                impls["keras-hub"] = keras_fit_timer(hub, images, labels, plan, False)
+            if peer is not None:
+                key = "train_" + name.replace("/", "_").replace(" ", "_")
+                np.save(tmp / f"{key}_x.npy", images)
+                np.save(tmp / f"{key}_y.npy", labels)
+                npz = checkpoints.save_npz(vit(config), tmp / f"{key}.npz", overwrite=True)
+                spec = dict(
+                    cmd="train",
+                    key=key,
+                    config=timm_config(config),
+                    npz=str(npz),
+                    images=str(tmp / f"{key}_x.npy"),
+                    labels=str(tmp / f"{key}_y.npy"),
+                    batch=plan.train_batch,
+                    learning_rate=1e-3,
                 )
-            )
-        else:
-            rows.append(unavailable("training", name, "timm", peer_reason or "no result", **common))
+
+                def timm_train(batch, runs, spec=spec):
+                    return peer.ask(**spec, steps=max(runs, 1), warmup=0)["times_ms"]
+
+                impls["timm"] = timm_train
+            else:
+                missing.append(("timm", peer_reason or "no peer interpreter"))
+            common = dict(train_flops_per_image=flops)
+            for r in interleaved_rows(name, impls, plan, section="training"):
+                r.update(common, step_ms=r.pop("median_ms"))
+                r["images_per_s"] = plan.train_batch / (r["step_ms"] / 1000.0)
+                rows.append(r)
+            for impl, why in missing:
+                rows.append(
+                    unavailable(
+                        "training",
+                        name,
+                        impl,
+                        why,
+                        batch=plan.train_batch,
+                        threads=plan.threads,
+                        **common,
+                    )
+                )
+    finally:
+        plan.batches = saved
     return rows
 
 
@@ -672,7 +761,7 @@ def add_rates(rows: list, plan: Plan, mach: dict) -> None:
             continue
         config = configs[r["model"]]
         threads = r.get("threads", plan.threads)
-        int8 = r["impl"] == "tflite int8"
+        int8 = r["impl"] in ("tflite int8", "tflite dynamic")
         peak = mach["peak_int8_gops_per_core"] if int8 else mach["peak_fp32_gflops_per_core"]
         if r["section"] == "inference":
             flops = forward_flops(config) * r["batch"]
@@ -680,7 +769,7 @@ def add_rates(rows: list, plan: Plan, mach: dict) -> None:
         else:
             rate = r["train_flops_per_image"] * r["images_per_s"] / 1e9
         r["gflops_per_s"] = round(rate, 2)
-        r["peak_basis"] = "int8 VNNI" if int8 else "fp32 FMA"
+        r["peak_basis"] = mach["int8_basis"] if int8 else "fp32 FMA"
         r["percent_of_peak"] = round(100 * rate / (peak * threads), 1) if peak else None
 
 
@@ -930,6 +1019,58 @@ def markdown(results: dict) -> str:
 # === Main ===
 
 
+def inference_rows(name: str, config: dict, plan: Plan, peer, peer_reason, tmp: Path):
+    """Every inference row of one model, and the logit checks of the peers."""
+    from keras_vit import checkpoints, data
+    from keras_vit.inference import predict_function
+
+    calibration, _ = data.digits_arrays("train", config["image_size"])
+    calibration = calibration[: plan.calibration_images]
+    check = ((calibration[:2].astype(np.float32) - 127.5) / 127.5).astype(np.float32)
+    model = vit(config)
+    ours = np.asarray(model.predict_on_batch(check))
+    impls = {
+        "keras-vit (TF graph)": keras_timer(predict_function(model, jit_compile=False), check),
+        "keras-vit (XLA)": keras_timer(predict_function(model, jit_compile=True), check),
+    }
+    checks, extra, missing = [], {}, []
+    reason = keras_hub_available()
+    if reason:
+        missing.append(("keras-hub", reason))
+    else:
+        impls["keras-hub"], diff = keras_hub_timer(model, check)
+        checks.append({"model": name, "impl": "keras-hub", "max_abs_logit_diff": diff})
+        extra["keras-hub"] = {"max_abs_logit_diff": diff}
+    if peer is not None:
+        key = name.replace("/", "_")
+        npz = checkpoints.save_npz(model, tmp / f"{key}.npz", overwrite=True)
+        np.save(tmp / f"{key}_check.npy", check)
+        answer = peer.ask(
+            cmd="load",
+            key=key,
+            config=timm_config(config),
+            npz=str(npz),
+            check_input=str(tmp / f"{key}_check.npy"),
+        )
+        diff = float(np.abs(np.asarray(answer["outputs"]) - ours).max())
+        checks.append({"model": name, "impl": "timm", "max_abs_logit_diff": diff})
+        extra["timm"] = {"max_abs_logit_diff": diff}
+        impls["timm"] = timm_timer(peer, key)
+    else:
+        missing.append(("timm", peer_reason or "no peer interpreter"))
+    rows = interleaved_rows(name, impls, plan, extra=extra)
+    for r in rows:
+        if r.get("max_abs_logit_diff", 0.0) >= LOGIT_TOLERANCE:
+            r["status"] = "mismatch"
+    for impl, why in missing:
+        rows += [
+            unavailable("inference", name, impl, why, batch=b, threads=plan.threads)
+            for b in plan.batches
+        ]
+    rows += tflite_rows(name, model, config, plan, calibration)
+    return rows, checks
+
+
 def run(plan: Plan, peer_python_path: str | None, wait_idle_s: float, command: str) -> dict:
     import tensorflow as tf
 
@@ -937,115 +1078,31 @@ def run(plan: Plan, peer_python_path: str | None, wait_idle_s: float, command: s
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from keras_vit import checkpoints, data
-
     keras.utils.set_random_seed(0)  # the benchmark is a script: fixed weights for every run
     idle = wait_for_idle(wait_idle_s) if wait_idle_s > 0 else {"waited_s": 0, "idle": None}
     load_start = [round(v, 2) for v in os.getloadavg()]
     mach = machine(plan.threads)
     python, peer_reason = peer_python(peer_python_path)
-    rows, checks = [], []
+    rows, checks, vers = [], [], versions()
     with tempfile.TemporaryDirectory(prefix="keras_vit_bench_peer_") as tmp_name:
         tmp = Path(tmp_name)
-        spec = {"threads": plan.threads, "inference": [], "training": []}
-        ours = {}
-        for name, config in plan.models.items():
-            calibration, _ = data.digits_arrays("train", config["image_size"])
-            calibration = calibration[: plan.calibration_images]
-            check = ((calibration[:2].astype(np.float32) - 127.5) / 127.5).astype(np.float32)
-            keras_part, model = keras_rows(name, config, plan, check)
-            rows += keras_part
-            rows += tflite_rows(name, model, config, plan, calibration)
-            hub = keras_hub_rows(name, model, plan, check)
-            rows += hub
-            checks += [
-                {
-                    "model": name,
-                    "impl": "keras-hub",
-                    "max_abs_logit_diff": hub[0]["max_abs_logit_diff"],
-                }
-                for _ in hub[:1]
-                if "max_abs_logit_diff" in hub[0]
-            ]
-            key = name.replace("/", "_")
-            npz = checkpoints.save_npz(model, tmp / f"{key}.npz")
-            np.save(tmp / f"{key}_check.npy", check)
-            ours[name] = np.asarray(model.predict_on_batch(check))
-            spec["inference"].append(
-                {
-                    "key": name,
-                    "config": timm_config(config),
-                    "npz": str(npz),
-                    "check_input": str(tmp / f"{key}_check.npy"),
-                    "batches": list(plan.batches),
-                    "runs": {
-                        str(b): plan.max_runs if b == 1 else max(plan.min_runs, plan.max_runs // 3)
-                        for b in plan.batches
-                    },
-                    "warmup": plan.warmup,
-                }
-            )
-            del model
-        for name, config in plan.training.items():
-            key = "train_" + name.replace("/", "_").replace(" ", "_")
-            images, labels = digits_training_data(config["image_size"])
-            np.save(tmp / f"{key}_x.npy", images[: plan.train_batch * 8])
-            np.save(tmp / f"{key}_y.npy", labels[: plan.train_batch * 8])
-            npz = checkpoints.save_npz(vit(config), tmp / f"{key}.npz")
-            spec["training"].append(
-                {
-                    "key": name,
-                    "config": timm_config(config),
-                    "npz": str(npz),
-                    "images": str(tmp / f"{key}_x.npy"),
-                    "labels": str(tmp / f"{key}_y.npy"),
-                    "batch": plan.train_batch,
-                    "steps": plan.train_steps,
-                    "warmup": plan.train_warmup,
-                    "learning_rate": 1e-3,
-                }
-            )
-        peer = None
-        if python:
-            peer, peer_reason = run_peer(python, spec, tmp)
-        for name in plan.models:
-            found = [p for p in (peer or {}).get("inference", []) if p["key"] == name]
-            for batch in plan.batches:
-                if not found:
-                    rows.append(
-                        unavailable(
-                            "inference",
-                            name,
-                            "timm",
-                            peer_reason or "no result",
-                            batch=batch,
-                            threads=plan.threads,
-                        )
-                    )
-                    continue
-                diff = float(np.abs(np.asarray(found[0]["outputs"]) - ours[name]).max())
-                rows.append(
-                    row(
-                        "inference",
-                        name,
-                        "timm",
-                        batch=batch,
-                        threads=plan.threads,
-                        median_ms=found[0]["latency_ms"][str(batch)],
-                        runs=spec["inference"][0]["runs"][str(batch)],
-                        max_abs_logit_diff=diff,
-                        status="ok" if diff < LOGIT_TOLERANCE else "mismatch",
-                    )
+        peer = Peer(python, plan.threads, tmp / "peer.log") if python else None
+        try:
+            if peer is not None:
+                vers.update(peer.ask(cmd="versions"))
+            for name, config in plan.models.items():
+                model_rows, model_checks = inference_rows(
+                    name, config, plan, peer, peer_reason, tmp
                 )
-            if found:
-                checks.append({"model": name, "impl": "timm", "max_abs_logit_diff": diff})
-        rows += training_rows(plan, peer, peer_reason)
+                rows += model_rows
+                checks += model_checks
+            rows += training_rows(plan, peer, peer_reason, tmp)
+        finally:
+            if peer is not None:
+                peer.close()
     int8 = int8_section(plan)
     add_rates(rows, plan, mach)
     add_ratios(rows)
-    vers = versions()
-    if peer:
-        vers.update(peer["versions"])
     return {
         "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
