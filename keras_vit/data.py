@@ -562,6 +562,8 @@ class Augmentation:
             `(0.05, 1.0)`), or None for no crop.
         crop_aspect: aspect-ratio range of the crop.
         flip: random horizontal flips (wrong for digits and text).
+        rotation_degrees: random rotations by up to this many degrees either way
+            (`keras.layers.RandomRotation`, edges filled with the nearest pixel), 0 for none.
         randaugment_ops: operations per image of `keras.layers.RandAugment`, 0 for none.
         randaugment_magnitude: its `factor` in [0, 1].
         mixup_alpha: `keras.layers.MixUp(alpha)`, 0 for none.
@@ -572,6 +574,7 @@ class Augmentation:
     crop_area: tuple[float, float] | None = (0.08, 1.0)
     crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
+    rotation_degrees: float = 0.0
     randaugment_ops: int = 0
     randaugment_magnitude: float = 0.5
     mixup_alpha: float = 0.0
@@ -584,6 +587,10 @@ class Augmentation:
             )
         if not 0 < self.crop_aspect[0] <= self.crop_aspect[1]:
             raise ValueError(f"Expected 0 < crop_aspect[0] <= [1]. Received: {self.crop_aspect}")
+        if not 0 <= self.rotation_degrees <= 180:
+            raise ValueError(
+                f"Expected rotation_degrees in [0, 180]. Received: {self.rotation_degrees}"
+            )
         if self.randaugment_ops < 0 or not 0 <= self.randaugment_magnitude <= 1:
             raise ValueError(
                 "Expected randaugment_ops >= 0 and randaugment_magnitude in [0, 1]. "
@@ -635,7 +642,7 @@ def training_batches(
     """The training input pipeline: `(float32 images in [-1, 1], float32 one-hot labels)`.
 
     cache (uint8) -> shuffle (seeded, reshuffled each epoch) -> per-example crop + flip
-    -> batch -> RandAugment -> MixUp / CutMix -> scale to [-1, 1] -> prefetch. The same
+    -> batch -> rotation -> RandAugment -> MixUp / CutMix -> scale to [-1, 1] -> prefetch. The same
     `seed` gives the same batches in every run.
 
     Args:
@@ -677,6 +684,11 @@ def training_batches(
     dataset = dataset.batch(batch_size)
 
     # Keras' random layers keep state in a variable: sequential maps keep them reproducible.
+    if aug.rotation_degrees:
+        rotation = keras.layers.RandomRotation(
+            aug.rotation_degrees / 360.0, fill_mode="nearest", seed=seed + 4
+        )
+        dataset = dataset.map(lambda x, y: (rotation(x), y))
     if aug.randaugment_ops:
         randaugment = keras.layers.RandAugment(
             value_range=(0, 255),

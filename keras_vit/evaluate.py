@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("training time", f"{timing['wall_time_s']:.1f} s"))
     if timing.get("train_images_per_second") is not None:
         rows.append(("training speed", f"{timing['train_images_per_second']:.0f} images/s"))
+    if timing.get("steady_images_per_second") is not None:
+        rows.append(("after epoch 1", f"{timing['steady_images_per_second']:.0f} images/s"))
     print(format_table(rows))
     return 0
 

@@ -26,6 +26,8 @@ def _augmentation_overrides(args: argparse.Namespace) -> dict:
         overrides["flip"] = False
     if args.no_crop:
         overrides["crop_area"] = None
+    if args.rotation is not None:
+        overrides["rotation_degrees"] = args.rotation
     if args.randaugment is not None:
         overrides["randaugment_ops"] = args.randaugment
     if args.mixup is not None:
@@ -60,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     parser.add_argument("--no-crop", action="store_true", help="no random resized crops")
+    parser.add_argument(
+        "--rotation", type=float, metavar="DEGREES", help="random rotations up to DEGREES"
+    )
     parser.add_argument("--randaugment", type=int, metavar="OPS", help="RandAugment ops (0: off)")
     parser.add_argument("--mixup", type=float, metavar="ALPHA", help="MixUp alpha (0: off)")
     parser.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix alpha (0: off)")
@@ -112,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     except (training.TrainingError, data.DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: continue with the same command plus --resume (output {args.output})",
+            file=sys.stderr,
+        )
+        return 130
     metrics = result.metrics
     print(
         f"{result.path}: test top-1 {100 * metrics['top1']:.2f} %, "

@@ -279,11 +279,11 @@ def _batches(dataset):
     "augmentation",
     [
         None,
-        data.Augmentation(crop_area=(0.5, 1.0), flip=True),
+        data.Augmentation(crop_area=(0.5, 1.0), flip=True, rotation_degrees=20),
         data.Augmentation(crop_area=None, flip=False, randaugment_ops=2),
         data.Augmentation(crop_area=None, flip=False, mixup_alpha=0.8, cutmix_alpha=1.0),
     ],
-    ids=["none", "crop_flip", "randaugment", "mixup_cutmix"],
+    ids=["none", "crop_flip_rotation", "randaugment", "mixup_cutmix"],
 )
 def test_training_batches_are_scaled_seeded_and_reproducible(augmentation):
     examples = data.load_examples("digits", "validation", 16)
