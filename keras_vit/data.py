@@ -45,10 +45,10 @@ pipeline, never in the model, so exported models hold no augmentation layers:
   Inception-style crop of the original code's training pipeline,
   `tf.image.stateless_sample_distorted_bounding_box`), one seed per example, so the map
   runs in parallel and stays deterministic;
-- RandAugment, MixUp, CutMix: Keras 3's own layers (`keras.layers.RandAugment`, `MixUp`,
-  `CutMix`), applied per batch. They keep their random state in a variable, so the map
-  that calls them runs sequentially (a parallel map would hand out that state in a
-  nondeterministic order; measured: two runs differ). Keras' RandAugment draws its
+- rotation, RandAugment, MixUp, CutMix: Keras 3's own layers (`keras.layers.RandomRotation`,
+  `RandAugment`, `MixUp`, `CutMix`), applied per batch. They keep their random state in a
+  variable, so the map that calls them runs sequentially (a parallel map would hand out
+  that state in a nondeterministic order; measured: two runs differ). Keras' RandAugment draws its
   operations once per call, so the images of one batch share their two operations (the
   magnitudes differ per image). keras-cv 0.9's RandAugment was measured too: it is not
   reproducible (two pipelines with `seed=1` gave different images) and keras-cv is no
