@@ -28,8 +28,12 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
+# Trains the default small ViT on digits into demo_out/ckpt (replacing it), evaluates it,
+# then exports it to TFLite (float32, int8, Edge TPU int8) and evaluates the int8 file.
 demo: $(STAMP)
-	@echo "make demo arrives with the training issue (#4): train, evaluate, export on digits."
+	$(BIN)/python -m keras_vit.train --output demo_out/ckpt --overwrite
+	$(BIN)/python -m keras_vit.evaluate demo_out/ckpt
+	$(MAKE) --no-print-directory demo-export CKPT=demo_out/ckpt
 
 # Export step of the demo: int8 + float32 TFLite (and the Edge TPU graph) of a checkpoint,
 # with the report table, then the int8 file on the test split. CKPT is the checkpoint folder.

@@ -26,7 +26,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import keras
 import numpy as np
 import scipy.ndimage
 
+from keras_vit import artifacts
 from keras_vit.model import VisionTransformer
 from keras_vit.variants import VARIANTS
 
@@ -693,16 +693,8 @@ def save_npz(model: VisionTransformer, path: str | os.PathLike, overwrite: bool 
         for key, (variable, _, rule) in sorted(expected.items())
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with artifacts.atomic_open(path) as handle:
+        np.savez(handle, **arrays)
     logger.info("Wrote %d arrays of %s to %s", len(arrays), model.name, path)
     return path
 

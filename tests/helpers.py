@@ -65,3 +65,24 @@ def write_checkpoint(path, model, labels, dataset=None):
         },
     )
     artifacts.atomic_write_text(path / artifacts.LABELS_FILE, "\n".join(labels) + "\n")
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=6, size=(10, 12), fmt="png"):
+    """Writes `root/<class>/<i>.<fmt>` images: class k has mean brightness 40 + 170 * k / n.
+
+    Returns:
+        The list of written paths.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        level = 40 + 170 * k / max(len(classes) - 1, 1)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(level, 10, (*size, 3)), 0, 255).astype("uint8")
+            path = root / name / f"{i}.{fmt}"
+            Image.fromarray(pixels).save(path)
+            paths.append(path)
+    return paths

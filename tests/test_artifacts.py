@@ -54,3 +54,14 @@ def test_atomic_directory_refuses_existing_and_cleans_up(tmp_path):
         (tmp / "b.txt").write_text("2")
     assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_writes_get_default_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        artifacts.atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,135 @@
+"""`python -m keras_vit.train`: train a ViT and write a checkpoint folder.
+
+With no flags but `--output`, it trains the small default ViT on the embedded digits data:
+
+    python -m keras_vit.train --output ckpt/
+    python -m keras_vit.train --dataset cifar10 --model ViT_Ti16 --image-size 32 \
+        --patch-size 4 --epochs 50 --output cifar_ckpt/
+    python -m keras_vit.train --dataset path/to/flowers/ --model ViT_B16 \
+        --weights ViT-B_16.npz --recipe finetune --output flowers_ckpt/
+
+A run killed part-way continues with the same command plus `--resume`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from keras_vit import data, training
+
+
+def _augmentation_overrides(args: argparse.Namespace) -> dict:
+    overrides = {}
+    if args.no_flip:
+        overrides["flip"] = False
+    if args.no_crop:
+        overrides["crop_area"] = None
+    if args.rotation is not None:
+        overrides["rotation_degrees"] = args.rotation
+    if args.randaugment is not None:
+        overrides["randaugment_ops"] = args.randaugment
+    if args.mixup is not None:
+        overrides["mixup_alpha"] = args.mixup
+    if args.cutmix is not None:
+        overrides["cutmix_alpha"] = args.cutmix
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_vit.train",
+        description="Train a Vision Transformer and write a checkpoint folder.",
+    )
+    parser.add_argument("--output", required=True, help="checkpoint folder to write")
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="'digits' (default), a tensorflow-datasets name, or a folder of class sub-folders",
+    )
+    parser.add_argument("--data-dir", help="tensorflow-datasets data folder")
+    parser.add_argument(
+        "--model", help="a named variant (ViT_Ti16, ViT_B16, B/16, ...); default: small ViT"
+    )
+    for flag in ("image-size", "patch-size", "hidden-size", "num-layers", "num-heads", "mlp-dim"):
+        parser.add_argument(f"--{flag}", type=int, help="override the model's " + flag)
+    parser.add_argument("--weights", help="pretrained weights for the model builder (.npz)")
+    parser.add_argument("--recipe", default="scratch", choices=sorted(training.RECIPES))
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    parser.add_argument("--no-crop", action="store_true", help="no random resized crops")
+    parser.add_argument(
+        "--rotation", type=float, metavar="DEGREES", help="random rotations up to DEGREES"
+    )
+    parser.add_argument("--randaugment", type=int, metavar="OPS", help="RandAugment ops (0: off)")
+    parser.add_argument("--mixup", type=float, metavar="ALPHA", help="MixUp alpha (0: off)")
+    parser.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix alpha (0: off)")
+    parser.add_argument(
+        "--mixed-precision", action="store_true", help="train with the mixed_bfloat16 policy"
+    )
+    parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the checkpoint in --output"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    architecture = {
+        "image_size": args.image_size,
+        "patch_size": args.patch_size,
+        "hidden_size": args.hidden_size,
+        "num_layers": args.num_layers,
+        "num_heads": args.num_heads,
+        "mlp_dim": args.mlp_dim,
+    }
+    try:
+        config = training.make_config(
+            args.dataset,
+            data_dir=args.data_dir,
+            model=args.model,
+            architecture=architecture,
+            weights=args.weights,
+            recipe=args.recipe,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            augmentation=_augmentation_overrides(args),
+            seed=args.seed,
+            mixed_precision=args.mixed_precision,
+            jit_compile=args.jit_compile,
+        )
+        result = training.train(
+            config,
+            args.output,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            verbose=0 if args.quiet else "auto",
+        )
+    except (training.TrainingError, data.DataError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: continue with the same command plus --resume (output {args.output})",
+            file=sys.stderr,
+        )
+        return 130
+    metrics = result.metrics
+    print(
+        f"{result.path}: test top-1 {100 * metrics['top1']:.2f} %, "
+        f"top-5 {100 * metrics['top5']:.2f} % ({metrics['num_examples']} images)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import write_image_folder
+
+from keras_vit import evaluate, train, training
+
+NANO_FLAGS = [
+    "--image-size=16",
+    "--patch-size=8",
+    "--hidden-size=16",
+    "--num-layers=1",
+    "--num-heads=2",
+    "--mlp-dim=32",
+]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "layout, args, message",
+    [
+        (None, ["--dataset", "cifar11"], "Unknown dataset 'cifar11'"),
+        ("empty", [], "has no class sub-folders"),
+        ("single", [], "has a single class ('only')"),
+        (None, ["--image-size=30", "--patch-size=8"], "Expected image size divisible by"),
+        (None, ["--model", "ViT_Q99"], "Unknown ViT variant 'ViT_Q99'"),
+        (None, ["--epochs", "0"], "Expected `epochs` to be a positive integer"),
+        (None, ["--resume", "--overwrite"], "either --resume or --overwrite"),
+    ],
+)
+def test_train_bad_input_is_one_line(tmp_path, capsys, layout, args, message):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    if layout == "single":
+        write_image_folder(folder, classes=("only",), per_class=3)
+    if layout is not None:
+        args = ["--dataset", str(folder), *args]
+    out = tmp_path / "ckpt"
+    if "--resume" in args:
+        out.mkdir()
+        (out / "x").write_text("x")
+    assert train.main(["--output", str(out), *args]) == 1
+    assert message in _one_line_error(capsys)
+
+
+def test_train_and_evaluate_cli(tmp_path, capsys):
+    folder = tmp_path / "images"
+    write_image_folder(folder, classes=("a", "b"), per_class=10)
+    out = tmp_path / "ckpt"
+    args = ["--dataset", str(folder), "--output", str(out), "--epochs", "1", "--quiet"]
+    assert train.main([*args, "--batch-size", "4", *NANO_FLAGS]) == 0
+    assert "test top-1" in capsys.readouterr().out
+    # The same command again is refused: the folder holds a run.
+    assert train.main([*args, "--batch-size", "4", *NANO_FLAGS]) == 1
+    assert "--resume" in _one_line_error(capsys)
+    # Resuming with another batch size names the key that differs.
+    assert train.main([*args, "--batch-size", "2", *NANO_FLAGS, "--resume"]) == 1
+    assert "batch_size (4 in checkpoint, 2 now)" in _one_line_error(capsys)
+
+    (out / "metrics.json").unlink()
+    assert evaluate.main([str(out)]) == 0
+    table = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"{100 * metrics['top1']:.2f} %" in table and "top-5" in table
+    assert evaluate.main([str(tmp_path / "nope")]) == 1
+    assert "does not exist" in _one_line_error(capsys)
+    assert evaluate.main([str(folder)]) == 1
+    assert "not a keras-vit checkpoint folder" in _one_line_error(capsys)
+
+
+def _read_rows(path: Path) -> int:
+    try:
+        return len(training.read_history(path))
+    except (OSError, ValueError, KeyError):
+        return 0  # being replaced right now
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_sigkill_mid_epoch_then_resume_continues(tmp_path):
+    out = tmp_path / "ckpt"
+    # Digits at 16x16 with a one-block ViT: ~160 small steps per epoch.
+    command = [
+        sys.executable,
+        "-m",
+        "keras_vit.train",
+        "--output",
+        str(out),
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--quiet",
+        *NANO_FLAGS,
+    ]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    first = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 200
+    try:
+        while _read_rows(out / "history.csv") < 1:
+            assert first.poll() is None, first.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the first epoch did not finish in time"
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the second epoch
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait(30)
+        first.stderr.close()
+    done_before = _read_rows(out / "history.csv")
+    assert first.returncode == -signal.SIGKILL
+    assert done_before < 4, "the run finished before it could be killed"
+    assert (out / training.BACKUP_DIR).is_dir() and not (out / "model.keras").exists()
+
+    second = subprocess.run(
+        [*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    resumed = re.search(r"Resuming at epoch (\d+) of 4", second.stderr)
+    assert resumed, second.stderr[-2000:]
+    # It continues after the last completed epoch: never from scratch, never skipping one.
+    assert int(resumed.group(1)) - 1 >= max(done_before, 1)
+    assert [row["epoch"] for row in training.read_history(out / "history.csv")] == [1, 2, 3, 4]
+    assert (out / "model.keras").is_file() and not (out / training.BACKUP_DIR).exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["epochs_this_session"] == 4 - (int(resumed.group(1)) - 1)

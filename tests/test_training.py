@@ -1,0 +1,213 @@
+import inspect
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+from helpers import write_image_folder
+
+import keras_vit
+from keras_vit import artifacts, data, training
+from keras_vit.evaluate import evaluate_checkpoint
+
+# A model small enough that a two-epoch run is mostly graph tracing.
+NANO = dict(image_size=16, patch_size=8, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32)
+
+
+def nano_config(dataset, **kwargs):
+    kwargs.setdefault("epochs", 2)
+    kwargs.setdefault("batch_size", 8)
+    return training.make_config(dataset, architecture=dict(NANO), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    write_image_folder(root, classes=("dark", "mid", "bright"), per_class=10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, image_folder):
+    out = tmp_path_factory.mktemp("runs") / "ckpt"
+    config = nano_config(str(image_folder), epochs=3)
+    return config, training.train(config, out, verbose=0)
+
+
+def test_train_writes_a_complete_checkpoint(trained, image_folder):
+    config, result = trained
+    path = result.path
+    for name in (
+        "model.keras",
+        "config.json",
+        "labels.txt",
+        "history.csv",
+        "metrics.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+    ):
+        assert (path / name).is_file(), name
+    assert not (path / training.BACKUP_DIR).exists()  # removed on success
+    assert list((path / training.LOGS_DIR).rglob("events.out.tfevents.*"))
+    for png in ("training_curves.png", "confusion_matrix.png"):
+        assert (path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    ckpt = artifacts.read_checkpoint(path)
+    assert ckpt.labels == ("bright", "dark", "mid")  # sorted folder names
+    assert ckpt.image_size == (16, 16)
+    assert ckpt.config["dataset"]["source"] == str(image_folder.resolve())
+    assert ckpt.config["dataset"]["data_dir"] is None
+    assert ckpt.config["preprocessing"]["range"] == [-1.0, 1.0]
+    assert ckpt.config["training"] == config.to_json()
+    assert ckpt.config["model"]["dtype"] is None
+    model = ckpt.load_model()
+    assert isinstance(model, keras_vit.VisionTransformer)
+    assert getattr(model, "optimizer", None) is None  # saved without optimizer state
+
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(
+        result.history[0]
+    )
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["num_examples"] == 6 and metrics["split"] == "test"
+    assert metrics["top5"] == 1.0  # three classes
+    assert metrics["training"]["train_images_per_second"] > 0
+
+
+def test_evaluate_checkpoint_reproduces_training_metrics(trained, tmp_path):
+    _, result = trained
+    copy = tmp_path / "ckpt"
+    shutil.copytree(result.path, copy)
+    metrics = evaluate_checkpoint(copy)
+    for key in ("top1", "top5", "num_examples", "split"):
+        assert metrics[key] == result.metrics[key]
+    assert metrics["loss"] == pytest.approx(result.metrics["loss"], rel=1e-6)
+    # Independent check of top-1: Keras' own metric on the loaded model.
+    model = artifacts.read_checkpoint(copy).load_model()
+    ckpt = artifacts.read_checkpoint(copy)
+    test = data.load_examples(ckpt.config["dataset"]["source"], "test", 16)
+    accuracy = keras.metrics.SparseCategoricalAccuracy()
+    for images, labels in data.eval_batches(test, 4):
+        accuracy.update_state(labels, model(images))
+    assert float(accuracy.result()) == pytest.approx(metrics["top1"])
+    assert (
+        json.loads((copy / "metrics.json").read_text())["training"] == (result.metrics["training"])
+    )
+    validation = evaluate_checkpoint(copy, "validation")
+    assert (copy / "metrics_validation.json").is_file()
+    assert validation["num_examples"] == 3
+
+
+def test_same_seed_same_result(tmp_path):
+    runs = []
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        config = nano_config("digits", epochs=1, batch_size=64, seed=seed)
+        result = training.train(config, tmp_path / name, verbose=0)
+        weights = artifacts.read_checkpoint(result.path).load_model().get_weights()
+        runs.append((weights, (result.path / "history.csv").read_text(), result.metrics))
+    (w_a, h_a, m_a), (w_b, h_b, m_b), (w_c, h_c, _) = runs
+    assert h_a == h_b
+    for x, y in zip(w_a, w_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert m_a["top1"] == m_b["top1"] and m_a["loss"] == m_b["loss"]
+    assert h_a != h_c
+    assert any(not np.array_equal(x, y) for x, y in zip(w_a, w_c, strict=True))
+
+
+def test_output_folder_rules(trained, tmp_path, image_folder):
+    config, result = trained
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(training.TrainingError, match="is not empty; pass --resume"):
+        training.train(config, busy, verbose=0)
+    with pytest.raises(training.TrainingError, match="not a keras-vit checkpoint folder"):
+        training.train(config, busy, overwrite=True, verbose=0)
+    assert (busy / "notes.txt").read_text() == "mine"
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(result.path, copy)
+    other = nano_config(str(image_folder), epochs=4, learning_rate=0.5)
+    with pytest.raises(training.TrainingError) as info:
+        training.train(other, copy, resume=True, verbose=0)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "epochs (3 in checkpoint, 4 now)" in message
+    assert "learning_rate (0.001 in checkpoint, 0.5 now)" in message
+    with pytest.raises(training.TrainingError, match="either --resume or --overwrite"):
+        training.train(config, copy, resume=True, overwrite=True, verbose=0)
+    # Resuming a finished run does nothing and returns its metrics.
+    again = training.train(config, copy, resume=True, verbose=0)
+    assert again.metrics == result.metrics
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path, image_folder):
+    config = nano_config(str(image_folder), learning_rate=1e30)
+    with pytest.raises(training.NonFiniteLossError, match=r"at epoch 1, batch \d+") as info:
+        training.train(config, tmp_path / "ckpt", verbose=0)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "ckpt" / "model.keras").exists()
+
+
+def test_unsupported_weights_fail_clearly(image_folder):
+    if "weights" in inspect.signature(keras_vit.ViT).parameters:
+        pytest.skip("the model builders load weights (keras_vit.checkpoints)")
+    config = nano_config(str(image_folder), weights="ViT-B_16.npz")
+    with pytest.raises(training.TrainingError, match=r"Cannot load --weights ViT-B_16\.npz"):
+        training.build_model(config, 3)
+
+
+def test_make_config_fills_recipes():
+    digits = training.make_config("digits")
+    assert digits.architecture == training.SMALL_MODEL
+    assert digits.augmentation["flip"] is False  # digits are not mirror-symmetric
+    assert digits.augmentation["randaugment_ops"] == 0
+    scratch = training.make_config("cifar10")
+    assert scratch.augmentation["flip"] and scratch.weight_decay == 0.05
+    assert scratch.label_smoothing == 0.1 and scratch.drop_path_rate == 0.1
+    finetune = training.make_config(
+        "cifar10", model="ViT_B16", recipe="finetune", architecture={"image_size": 384}
+    )
+    assert finetune.architecture == {
+        "image_size": 384,
+        "patch_size": 16,
+        "hidden_size": 768,
+        "num_layers": 12,
+        "num_heads": 12,
+        "mlp_dim": 3072,
+    }
+    assert (finetune.momentum, finetune.global_clipnorm, finetune.weight_decay) == (0.9, 1.0, 0)
+    json.dumps(finetune.to_json())
+    with pytest.raises(ValueError, match="Unknown recipe 'adam'"):
+        training.make_config("digits", recipe="adam")
+    with pytest.raises(ValueError, match="Unknown ViT variant"):
+        training.make_config("digits", model="ViT_Z9")
+    with pytest.raises(ValueError, match="positive integer"):
+        training.make_config("digits", epochs=0)
+
+
+def test_schedule_warms_up_linearly_then_decays_to_zero():
+    config = training.make_config("digits", epochs=10, learning_rate=0.01)
+    schedule = training.learning_rate_schedule(config, steps_per_epoch=10)
+    warmup = round(config.warmup_fraction * 100)
+    values = [float(schedule(step)) for step in range(101)]
+    assert values[0] == 0.0
+    assert values[warmup // 2] == pytest.approx(0.01 * (warmup // 2) / warmup)
+    assert values[warmup] == pytest.approx(0.01)
+    assert values[100] == pytest.approx(0.0, abs=1e-9)
+    assert all(a >= b for a, b in zip(values[warmup:], values[warmup + 1 :], strict=False))
+
+
+def test_build_training_model_options():
+    config = nano_config("digits", recipe="finetune", mixed_precision=True, jit_compile=True)
+    model = training.build_training_model(config, num_classes=10, steps_per_epoch=5)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert model.optimizer.momentum == 0.9 and model.optimizer.global_clipnorm == 1.0
+    assert model.jit_compile is True
+    assert model.get_layer("encoderblock_0").compute_dtype == "bfloat16"
+    assert model.output.dtype == "float32"
+    scratch = training.build_training_model(nano_config("digits"), 10, 5)
+    assert isinstance(scratch.optimizer, keras.optimizers.AdamW)
+    assert scratch.optimizer.weight_decay == 0.05
+    assert scratch.loss.label_smoothing == 0.1
