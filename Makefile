@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint format test test-fast demo demo-export clean
+.PHONY: install lint format test test-fast demo demo-export bench bench-quick bench-peers clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,29 @@ EXPORT_DIR ?= demo_out/tflite
 demo-export: $(STAMP)
 	$(BIN)/python -m export.tflite $(CKPT) --output $(EXPORT_DIR) --quantize float32 int8 --edgetpu --force
 	$(BIN)/python -m export.evaluate $(EXPORT_DIR)/model_int8.tflite $(CKPT)
+
+# Benchmarks (issue 7). Peers are optional and never runtime dependencies:
+# - timm on CPU PyTorch lives in its own interpreter, .venv-peers (~4.8 GB). torchvision's
+#   PyPI wheel loads only against the CUDA build of torch (it runs on the CPU here), and
+#   PIP_FIND_LINKS is unset so that pip does not pick a local CPU-only torch wheel.
+# - keras-hub goes into .venv beside TensorFlow. keras-hub 0.32.0 pins kagglesdk==0.1.28
+#   while the dev pins hold kagglesdk 0.1.37 (for kagglehub), so it is installed with
+#   --no-deps together with the three imports it needs at import time; its ViT needs none
+#   of kagglesdk, tensorflow-text or tokenizers to run.
+PEERS ?= .venv-peers
+BENCH_OUTPUT ?= results.json
+KERAS_HUB_PINS = keras-hub==0.32.0 tensorflow-text==2.21.1 tokenizers==0.23.3 sentencepiece==0.2.3
+bench-peers: $(STAMP)
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	env -u PIP_FIND_LINKS $(PEERS)/bin/pip install --quiet torch==2.13.0 torchvision==0.28.0 pyyaml huggingface_hub safetensors pillow
+	$(PEERS)/bin/pip install --quiet --no-deps timm==1.0.31
+	$(BIN)/pip install --quiet --no-deps $(KERAS_HUB_PINS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --output $(BENCH_OUTPUT) --wait-idle 1200 --force
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run.py --quick --output $(BENCH_OUTPUT) --force
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,79 @@
+"""benchmarks/run.py --quick: a smoke test that every row is produced (not the timings)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+INFERENCE_IMPLS = {
+    "keras-vit (TF graph)",
+    "keras-vit (XLA)",
+    "tflite float32",
+    "tflite float16",
+    "tflite dynamic",
+    "tflite int8",
+    "keras-hub",
+    "timm",
+}
+TRAINING_IMPLS = {"keras-vit (TF graph)", "keras-vit (XLA)", "keras-hub", "timm"}
+
+
+def test_quick_benchmark_produces_every_row(tmp_path):
+    output = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert results["quick"] is True and output.with_suffix(".md").is_file()
+    rows = results["rows"]
+    for r in rows:
+        assert r["status"] in ("ok", "unavailable"), r
+        if r["status"] == "unavailable":
+            assert r["reason"]
+        else:
+            assert r.get("median_ms", r.get("images_per_s", 0)) > 0
+            assert r["gflops_per_s"] > 0 and r["percent_of_peak"] is not None
+    inference = {(r["impl"], r["batch"], r["threads"]) for r in rows if r["section"] == "inference"}
+    expected = set()
+    for impl in INFERENCE_IMPLS:
+        for batch in (1, 2):
+            if impl.startswith("tflite"):
+                expected |= {(impl, batch, 1), (impl, batch, 2)}
+            else:
+                expected.add((impl, batch, 2))
+    assert inference == expected
+    assert {r["impl"] for r in rows if r["section"] == "training"} == TRAINING_IMPLS
+    int8 = results["int8"]
+    assert set(int8["files"]) == {"float32", "int8 before", "int8 after"}
+    assert int8["files"]["int8 after"]["float_compute_ops"] == 0
+    assert set(int8["profiles"]["digits ViT"]) == {"float32", "int8 before", "int8 after"}
+    names = " ".join(t["target"] for t in results["targets"])
+    for expected_target in ("Keras tiny batch-1", "tiny int8 TFLite", "digits int8", "training"):
+        assert expected_target in names
+    for t in results["targets"]:
+        assert t["met"] in (True, False) or t["by"] == "timm unavailable"
+    machine = results["machine"]
+    assert machine["threads"] == 2 and machine["peak_fp32_gflops_per_core"] > 0
+    assert len(results["load_average"]["start"]) == 3
+
+
+def test_existing_output_is_refused(tmp_path):
+    output = tmp_path / "results.json"
+    output.write_text("{}")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: {output} already exists; pass --force to overwrite it"
+    ]

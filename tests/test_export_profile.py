@@ -1,0 +1,144 @@
+"""Per-op profiles (export.profile) and the XNNPACK-friendly int8 matmul ranges."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY
+
+import keras_vit
+from export import profile, tflite, tflite_file
+from export.graph import PixelClassifier
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """float32 and int8 (with and without symmetric matmul ranges) files of a TINY ViT."""
+    model = keras_vit.ViT(num_classes=10, seed=3, **TINY)
+    rng = np.random.default_rng(0)
+    for variable in model.get_layer("head").weights:
+        variable.assign(rng.normal(0.0, 0.1, variable.shape).astype("float32"))
+    classifier = PixelClassifier(model, [127.5] * 3, [127.5] * 3)
+    calibration = rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+    out = tmp_path_factory.mktemp("profile")
+    paths = {}
+    for label, quantization, symmetric in (
+        ("float32", "float32", True),
+        ("int8", "int8", True),
+        ("int8_plain", "int8", False),
+    ):
+        paths[label] = out / f"{label}.tflite"
+        paths[label].write_bytes(tflite.convert(classifier, quantization, calibration, symmetric))
+    return paths
+
+
+def matmul_right_zero_points(content: bytes) -> list[int]:
+    summary = tflite_file.read_summary(content)
+    return [
+        summary.tensors[op.inputs[1]].zero_point[0]
+        for op in summary.operators
+        if op.name == "BATCH_MATMUL"
+    ]
+
+
+def test_int8_matmuls_have_zero_point_zero_right_operands_and_run_on_xnnpack(files):
+    content = files["int8"].read_bytes()
+    assert matmul_right_zero_points(content) == [0] * (2 * TINY["num_layers"])
+    ops = profile.profile_ops(content, runs=1, warmup=0)
+    matmuls = [p for p in ops if p.name == "BATCH_MATMUL"]
+    assert len(matmuls) == 2 * TINY["num_layers"] and all(p.delegated for p in matmuls)
+    assert all(p.dtype == "int8" for p in matmuls)
+
+
+def test_without_symmetric_ranges_xnnpack_refuses_the_int8_matmuls(files):
+    content = files["int8_plain"].read_bytes()
+    zero_points = matmul_right_zero_points(content)
+    ops = profile.profile_ops(content, runs=1, warmup=0)
+    delegated = [p.delegated for p in ops if p.name == "BATCH_MATMUL"]
+    # XNNPACK takes a matmul exactly when its right operand's zero point is 0.
+    assert delegated == [z == 0 for z in zero_points]
+    assert not all(delegated)
+
+
+def test_symmetric_ranges_change_only_the_matmul_operands(files):
+    """Same ops, same tensors; outputs of the two int8 files agree closely on images."""
+    from export.runtime import Classifier
+
+    new, old = files["int8"].read_bytes(), files["int8_plain"].read_bytes()
+    a, b = tflite_file.read_summary(new), tflite_file.read_summary(old)
+    assert [op.name for op in a.operators] == [op.name for op in b.operators]
+    changed = {
+        i for i, (x, y) in enumerate(zip(a.tensors, b.tensors, strict=True)) if x.scale != y.scale
+    }
+    matmul_chains = set()
+    for op in a.operators:
+        if op.name == "BATCH_MATMUL":
+            matmul_chains.add(op.inputs[1])
+    producers = {out: op for op in a.operators for out in op.outputs}
+    for index in list(matmul_chains):
+        while index in producers and producers[index].name in ("RESHAPE", "TRANSPOSE"):
+            index = producers[index].inputs[0]
+            matmul_chains.add(index)
+    assert changed and changed <= matmul_chains
+    images = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
+    p_new = Classifier(files["int8"]).predict(images)
+    p_old = Classifier(files["int8_plain"]).predict(images)
+    assert np.abs(p_new - p_old).max() < 0.1
+
+
+def test_single_op_models_cover_every_op(files):
+    content = files["float32"].read_bytes()
+    summary = tflite_file.read_summary(content)
+    singles = profile.single_op_models(content)
+    assert [s[1] for s in singles] == [op.name for op in summary.operators]
+    for index, name, dtype, shape, single in singles[:5]:
+        small = tflite_file.read_summary(single)
+        assert [op.name for op in small.operators] == [name]
+        first_output = summary.operators[index].outputs[0]
+        assert dtype == "float32" and shape == summary.tensors[first_output].shape
+
+
+def test_profile_model_report(files):
+    report = profile.profile_model(files["float32"].read_bytes(), num_threads=1, runs=2, warmup=1)
+    assert report["num_ops"] == len(report["ops"]) == sum(r["count"] for r in report["by_op"])
+    assert report["delegate_partitions"] == profile.delegate_partitions(
+        files["float32"].read_bytes()
+    )
+    assert report["model_ms"] > 0 and report["overhead_ms"] > 0
+    # Float32: XNNPACK takes everything but the one-row slice of the class token.
+    assert report["ops_not_delegated"] <= 1
+    table = profile.format_by_op(report)
+    assert table.startswith("| op (output type) |") and "FULLY_CONNECTED (float32)" in table
+
+
+def test_profile_cli(files, tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert profile.main([str(files["int8"]), "--runs", "1", "--json", str(out)]) == 0
+    assert "BATCH_MATMUL (int8)" in capsys.readouterr().out
+    assert Path(out).is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["missing.tflite"], "does not exist"),
+        (["NOTTFLITE"], "is not a TFLite model"),
+        (["MODEL", "--threads", "0"], "--threads and --runs must be at least 1"),
+    ],
+)
+def test_profile_cli_bad_input(files, tmp_path, capsys, argv, message):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer at all")
+    argv = [
+        str(tmp_path / a)
+        if a == "missing.tflite"
+        else str(bad)
+        if a == "NOTTFLITE"
+        else str(files["float32"])
+        if a == "MODEL"
+        else a
+        for a in argv
+    ]
+    assert profile.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -1,0 +1,31 @@
+"""keras_vit.inference: the compiled forward equals the model."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY
+
+import keras_vit
+from keras_vit.inference import predict_function
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_predict_function_equals_the_model(jit_compile, rng):
+    model = keras_vit.ViT(num_classes=5, seed=0, **TINY)
+    for variable in model.get_layer("head").weights:
+        variable.assign(rng.normal(0.0, 0.5, variable.shape).astype("float32"))
+    predict = predict_function(model, jit_compile=jit_compile)
+    for batch in (1, 3):
+        images = rng.uniform(-1, 1, (batch, 32, 32, 3)).astype("float32")
+        expected = keras.ops.convert_to_numpy(model(images, training=False))
+        np.testing.assert_allclose(predict(images), expected, atol=1e-5)
+    assert predict.jit_compile is jit_compile
+
+
+def test_predict_function_bad_input():
+    model = keras_vit.ViT(num_classes=5, seed=0, **TINY)
+    predict = predict_function(model)
+    with pytest.raises(ValueError, match=r"Expected images of shape \(batch, 32, 32, 3\)"):
+        predict(np.zeros((1, 16, 16, 3), np.float32))
+    with pytest.raises(TypeError, match="Expected a keras_vit VisionTransformer"):
+        predict_function(keras.Sequential([keras.layers.Dense(2)]))
