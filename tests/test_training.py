@@ -1,4 +1,3 @@
-import inspect
 import json
 import shutil
 
@@ -8,7 +7,7 @@ import pytest
 from helpers import write_image_folder
 
 import keras_vit
-from keras_vit import artifacts, data, training
+from keras_vit import artifacts, checkpoints, data, training
 from keras_vit.evaluate import evaluate_checkpoint
 
 # A model small enough that a two-epoch run is mostly graph tracing.
@@ -150,12 +149,16 @@ def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path, image_folder):
     assert not (tmp_path / "ckpt" / "model.keras").exists()
 
 
-def test_unsupported_weights_fail_clearly(image_folder):
-    if "weights" in inspect.signature(keras_vit.ViT).parameters:
-        pytest.skip("the model builders load weights (keras_vit.checkpoints)")
-    config = nano_config(str(image_folder), weights="ViT-B_16.npz")
-    with pytest.raises(training.TrainingError, match=r"Cannot load --weights ViT-B_16\.npz"):
-        training.build_model(config, 3)
+def test_weights_start_from_an_npz_checkpoint(tmp_path, image_folder):
+    source = keras_vit.ViT(**NANO, num_classes=3, seed=7)
+    npz = checkpoints.save_npz(source, tmp_path / "pretrained.npz")
+    model = training.build_model(nano_config(str(image_folder), weights=str(npz)), 3)
+    for ours, theirs in zip(model.weights, source.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+    missing = nano_config(str(image_folder), weights=str(tmp_path / "missing.npz"))
+    with pytest.raises(FileNotFoundError, match=r"missing\.npz does not exist") as info:
+        training.build_model(missing, 3)
+    assert "\n" not in str(info.value)
 
 
 def test_make_config_fills_recipes():
