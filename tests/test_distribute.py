@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_vit import distribute, train
+from keras_vit import artifacts, distribute, train, training
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "distribute_scripts"
@@ -188,3 +188,97 @@ def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
         "MirroredStrategy; use a multiple of 2 for --batch-size"
     ) in run.stderr
     assert not (tmp_path / "odd").exists()
+
+
+NANO_FLAGS = [
+    "--image-size=16",
+    "--patch-size=8",
+    "--hidden-size=16",
+    "--num-layers=1",
+    "--num-heads=2",
+    "--mlp-dim=32",
+]
+
+
+class _Cluster:
+    """Two `python -m keras_vit.train --strategy multiworker` processes on 127.0.0.1, each
+    with its own TF_CONFIG and working folder; killed on exit."""
+
+    def __init__(self, tmp_path: Path, args: list[str]):
+        ports = [_free_port(), _free_port()]
+        assert ports[0] != ports[1]
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+        self.processes = []
+        self.logs = []
+        for index in range(2):
+            cwd = tmp_path / f"cwd{index}"
+            cwd.mkdir(exist_ok=True)
+            env = _env()
+            env["TF_CONFIG"] = json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            )
+            log = (cwd / "stderr.txt").open("w")
+            self.logs.append(log)
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "keras_vit.train", "--strategy", "multiworker", *args],
+                    cwd=cwd,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
+
+    def wait(self, timeout: float) -> list[int]:
+        deadline = time.monotonic() + timeout
+        return [p.wait(max(1.0, deadline - time.monotonic())) for p in self.processes]
+
+    def kill(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(30)
+        for log in self.logs:
+            log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+def _stderr(tmp_path: Path, index: int) -> str:
+    return (tmp_path / f"cwd{index}" / "stderr.txt").read_text()
+
+
+CHECKPOINT_FILES = {
+    "config.json",
+    "labels.txt",
+    "history.csv",
+    "logs",
+    "model.keras",
+    "metrics.json",
+    "training_curves.png",
+    "confusion_matrix.png",
+}
+
+
+@pytest.mark.timeout(240)
+def test_two_worker_multiworker_run_on_loopback(tmp_path):
+    """A real 2-worker MultiWorkerMirroredStrategy run: one short epoch on digits; the
+    chief writes a loadable checkpoint, the other worker leaves nothing behind."""
+    out = tmp_path / "ckpt"
+    args = ["--output", str(out), "--epochs", "1", "--batch-size", "16", "--quiet", *NANO_FLAGS]
+    with _Cluster(tmp_path, args) as cluster:
+        codes = cluster.wait(200)
+    assert codes == [0, 0], _stderr(tmp_path, 0)[-2000:] + _stderr(tmp_path, 1)[-2000:]
+    assert "Strategy CollectiveAllReduceStrategy: 2 replicas" in _stderr(tmp_path, 1)
+    assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES  # no worker scratch left
+    assert [p.name for p in (tmp_path / "cwd1").iterdir()] == ["stderr.txt"]
+    ckpt = artifacts.read_checkpoint(out)
+    model = ckpt.load_model()
+    assert model.count_params() > 0 and ckpt.labels[:2] == ("0", "1")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["workers"] == 2 and metrics["training"]["replicas"] == 2
+    assert [row["epoch"] for row in training.read_history(out / "history.csv")] == [1]
