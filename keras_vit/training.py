@@ -14,9 +14,10 @@ On `"digits"` the scratch recipe is adjusted to the data set (`recipe_for`): dig
 8x8 and not mirror-symmetric, so no flip, a mild crop (area 0.7-1), no RandAugment and
 no MixUp / CutMix (RandAugment cost 3 points of accuracy there), 100 epochs of 64.
 
-`build_training_model` creates the model, optimizer, loss and metrics in one function, so
-a distributed run can call it inside `strategy.scope()`; batch sizes are global batch
-sizes throughout.
+`build_training_model` creates the model, optimizer, loss and metrics in one function, and
+`train(..., strategy=...)` calls it inside the `tf.distribute` strategy's scope
+(`keras_vit.distribute`: one device, several GPUs, several machines, a TPU); batch sizes
+are global batch sizes throughout, and in a multi-worker run only the chief writes files.
 
 Fault tolerance: `keras.callbacks.BackupAndRestore` keeps the last completed epoch (weights,
 optimizer state, epoch) in `<output>/backup/`, which is removed when the run finishes; a
@@ -247,7 +248,8 @@ def make_config(
         epochs, batch_size, learning_rate: override the recipe's values.
         augmentation: overrides of `keras_vit.data.Augmentation` fields.
         seed: the run's seed.
-        mixed_precision: train in `mixed_bfloat16`.
+        mixed_precision: train in mixed precision (`mixed_float16` on GPUs,
+            `mixed_bfloat16` on TPUs and CPUs).
         jit_compile: XLA-compile the train step.
 
     Returns:

@@ -79,12 +79,18 @@ def test_parse_tf_config_accepts_a_cluster():
 
 
 def test_default_strategy_facts():
+    import tensorflow as tf
+
+    gpus = len(tf.config.list_logical_devices("GPU"))
     strategy = distribute.make_strategy("default")
     assert strategy.num_replicas_in_sync == 1
     assert distribute.is_chief(strategy) and distribute.num_workers(strategy) == 1
-    assert distribute.mixed_precision_policy(strategy) == "mixed_bfloat16"  # no GPU here
+    expected = "mixed_float16" if gpus else "mixed_bfloat16"
+    assert distribute.mixed_precision_policy(strategy) == expected
     distribute.check_global_batch(7, strategy)
-    assert type(distribute.make_strategy("auto")) is type(strategy)  # one CPU: default
+    auto = distribute.make_strategy("auto")
+    assert auto.num_replicas_in_sync == (gpus if gpus > 1 else 1)
+    assert (type(auto) is type(strategy)) == (gpus <= 1)
 
 
 @pytest.mark.parametrize(
