@@ -8,7 +8,9 @@ With no flags but `--output`, it trains the small default ViT on the embedded di
     python -m keras_vit.train --dataset path/to/flowers/ --model ViT_B16 \
         --weights ViT-B_16.npz --recipe finetune --output flowers_ckpt/
 
-A run killed part-way continues with the same command plus `--resume`.
+A run killed part-way continues with the same command plus `--resume`. Several GPUs,
+machines or a TPU: `--strategy {auto,default,mirrored,multiworker,tpu}` (see
+`keras_vit.distribute`; `--batch-size` is the global batch).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import argparse
 import logging
 import sys
 
-from keras_vit import data, training
+from keras_vit import data, distribute, training
 
 
 def _augmentation_overrides(args: argparse.Namespace) -> dict:
@@ -69,9 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mixup", type=float, metavar="ALPHA", help="MixUp alpha (0: off)")
     parser.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix alpha (0: off)")
     parser.add_argument(
-        "--mixed-precision", action="store_true", help="train with the mixed_bfloat16 policy"
+        "--mixed-precision",
+        action="store_true",
+        help="mixed precision: mixed_float16 on GPUs (with loss scaling), mixed_bfloat16 on "
+        "TPUs and CPUs",
     )
     parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+    parser.add_argument(
+        "--strategy",
+        default="auto",
+        choices=distribute.STRATEGIES,
+        help="tf.distribute strategy; auto: mirrored over several local GPUs, else default; "
+        "multiworker reads the cluster from TF_CONFIG",
+    )
+    parser.add_argument(
+        "--tpu", help="with --strategy tpu: Cloud TPU name, 'local' or grpc://host:port"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --output")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the checkpoint in --output"
@@ -113,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             verbose=0 if args.quiet else "auto",
+            strategy=args.strategy,
+            tpu=args.tpu,
         )
     except (training.TrainingError, data.DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -124,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     metrics = result.metrics
+    if not metrics:  # a non-chief worker of a multi-worker run
+        print(f"worker done; the chief writes {result.path}")
+        return 0
     print(
         f"{result.path}: test top-1 {100 * metrics['top1']:.2f} %, "
         f"top-5 {100 * metrics['top5']:.2f} % ({metrics['num_examples']} images)"

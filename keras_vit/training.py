@@ -14,9 +14,10 @@ On `"digits"` the scratch recipe is adjusted to the data set (`recipe_for`): dig
 8x8 and not mirror-symmetric, so no flip, a mild crop (area 0.7-1), no RandAugment and
 no MixUp / CutMix (RandAugment cost 3 points of accuracy there), 100 epochs of 64.
 
-`build_training_model` creates the model, optimizer, loss and metrics in one function, so
-a distributed run can call it inside `strategy.scope()`; batch sizes are global batch
-sizes throughout.
+`build_training_model` creates the model, optimizer, loss and metrics in one function, and
+`train(..., strategy=...)` calls it inside the `tf.distribute` strategy's scope
+(`keras_vit.distribute`: one device, several GPUs, several machines, a TPU); batch sizes
+are global batch sizes throughout, and in a multi-worker run only the chief writes files.
 
 Fault tolerance: `keras.callbacks.BackupAndRestore` keeps the last completed epoch (weights,
 optimizer state, epoch) in `<output>/backup/`, which is removed when the run finishes; a
@@ -46,7 +47,7 @@ from typing import Literal
 import keras
 import numpy as np
 
-from keras_vit import artifacts, data, variants
+from keras_vit import artifacts, data, distribute, variants
 from keras_vit.evaluate import CURVES_FILE, evaluate_model, plot_history, write_evaluation
 from keras_vit.model import VisionTransformer, ViT
 
@@ -188,7 +189,9 @@ class TrainConfig:
         warmup_fraction, label_smoothing, drop_path_rate: as in `Recipe`.
         augmentation: `keras_vit.data.Augmentation` fields.
         seed: seeds the model, the data order and every augmentation.
-        mixed_precision: train with the `"mixed_bfloat16"` policy (saved model is float32).
+        mixed_precision: train with a mixed policy, `"mixed_float16"` on GPUs and
+            `"mixed_bfloat16"` on TPUs and CPUs (`keras_vit.distribute`); the saved model
+            is float32.
         jit_compile: compile the train step with XLA.
     """
 
@@ -245,7 +248,8 @@ def make_config(
         epochs, batch_size, learning_rate: override the recipe's values.
         augmentation: overrides of `keras_vit.data.Augmentation` fields.
         seed: the run's seed.
-        mixed_precision: train in `mixed_bfloat16`.
+        mixed_precision: train in mixed precision (`mixed_float16` on GPUs,
+            `mixed_bfloat16` on TPUs and CPUs).
         jit_compile: XLA-compile the train step.
 
     Returns:
@@ -298,8 +302,12 @@ def make_config(
     )
 
 
-def build_model(config: TrainConfig, num_classes: int) -> VisionTransformer:
+def build_model(
+    config: TrainConfig, num_classes: int, *, mixed_policy: str = "mixed_bfloat16"
+) -> VisionTransformer:
     """The ViT a config describes, seeded with `config.seed`.
+
+    `mixed_policy` is the Keras dtype policy used when `config.mixed_precision` is set.
 
     Raises:
         ValueError: invalid sizes (e.g. image size not divisible by the patch size).
@@ -310,7 +318,7 @@ def build_model(config: TrainConfig, num_classes: int) -> VisionTransformer:
         num_classes=num_classes,
         drop_path_rate=config.drop_path_rate,
         seed=config.seed,
-        dtype="mixed_bfloat16" if config.mixed_precision else None,
+        dtype=mixed_policy if config.mixed_precision else None,
     )
     builder = ViT
     if config.model is not None:
@@ -360,7 +368,11 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimize
 
 
 def build_training_model(
-    config: TrainConfig, num_classes: int, steps_per_epoch: int
+    config: TrainConfig,
+    num_classes: int,
+    steps_per_epoch: int,
+    *,
+    mixed_policy: str = "mixed_bfloat16",
 ) -> VisionTransformer:
     """Creates the model, optimizer, loss and metrics and compiles them.
 
@@ -371,13 +383,20 @@ def build_training_model(
         config: the run's config.
         num_classes: classes of the head.
         steps_per_epoch: optimizer steps per epoch (global batches).
+        mixed_policy: the dtype policy when `config.mixed_precision` is set; with
+            `"mixed_float16"` Keras wraps the optimizer in a `LossScaleOptimizer`.
 
     Returns:
         A compiled `VisionTransformer`.
     """
-    model = build_model(config, num_classes)
+    model = build_model(config, num_classes, mixed_policy=mixed_policy)
+    optimizer = build_optimizer(config, steps_per_epoch)
+    if config.mixed_precision and mixed_policy == "mixed_float16":
+        # Keras wraps it by itself only when the model's own policy is mixed_float16; the
+        # functional VisionTransformer keeps float32 for itself (its layers are mixed).
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(
-        optimizer=build_optimizer(config, steps_per_epoch),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=config.label_smoothing
         ),
@@ -496,7 +515,15 @@ class _Throughput(keras.callbacks.Callback):
 
 class _BackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras' `BackupAndRestore` (two copies kept, so a kill while saving leaves the older
-    one) whose restore failure reads as one line."""
+    one) whose restore failure reads as one line.
+
+    On a non-chief worker (`scratch_dir` set) it restores from `backup_dir` (the chief's,
+    read by every worker) but writes each backup into `scratch_dir` and deletes it at once.
+    """
+
+    def __init__(self, backup_dir: str, *, scratch_dir: str | None = None, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.scratch_dir = scratch_dir
 
     def on_train_begin(self, logs=None):
         try:
@@ -507,6 +534,17 @@ class _BackupAndRestore(keras.callbacks.BackupAndRestore):
                 f"{str(error).splitlines()[0] if str(error) else ''}); "
                 "start again with --overwrite"
             ) from None
+        if self.scratch_dir is not None:
+            self.backup_dir = self.scratch_dir
+            self._weights_path = os.path.join(self.scratch_dir, "latest.weights.h5")
+            self._training_metadata_path = os.path.join(self.scratch_dir, "training_metadata.json")
+            self._prev_weights_path = f"{self._weights_path}.bkp"
+            self._prev_training_metadata_path = f"{self._training_metadata_path}.bkp"
+
+    def _save_model(self):
+        super()._save_model()
+        if self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
@@ -621,6 +659,23 @@ def _checkpoint_config(model_config: dict, config: TrainConfig, class_count: int
     }
 
 
+def _resolve_strategy(strategy, tpu: str | None):
+    if isinstance(strategy, str):
+        return distribute.make_strategy(strategy, tpu=tpu)
+    if tpu is not None:
+        raise distribute.DistributeError("tpu= is only used with strategy='tpu'")
+    return strategy
+
+
+def _barrier(strategy) -> None:
+    """Returns once every worker got here (a one-number all-reduce); no-op on one machine."""
+    if distribute.num_workers(strategy) > 1:
+        values = strategy.experimental_distribute_values_from_function(
+            lambda context: keras.ops.ones(())
+        )
+        strategy.reduce("SUM", values, axis=None)
+
+
 def train(
     config: TrainConfig,
     output: str | os.PathLike,
@@ -629,12 +684,19 @@ def train(
     overwrite: bool = False,
     verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    strategy: distribute.StrategyName | object = "auto",
+    tpu: str | None = None,
 ) -> TrainResult:
     """Trains a ViT and writes a checkpoint folder.
 
     The folder gets `config.json` and `labels.txt` when training starts, `history.csv`,
     `logs/` (TensorBoard) and `backup/` during training, and `model.keras`,
     `metrics.json`, `training_curves.png` and `confusion_matrix.png` at the end.
+
+    The model, optimizer, loss and metrics are created inside `strategy.scope()`;
+    `config.batch_size` is the global batch. In a multi-worker run only the chief writes
+    the folder; the other workers return a `TrainResult` with empty metrics and history
+    (see `keras_vit.distribute`).
 
     Args:
         config: the run, from `make_config`.
@@ -645,6 +707,9 @@ def train(
         overwrite: delete the keras-vit checkpoint in `output` and start again.
         verbose: `model.fit`'s verbosity (progress bars).
         callbacks: extra Keras callbacks.
+        strategy: `"auto"`, `"default"`, `"mirrored"`, `"multiworker"`, `"tpu"`
+            (`keras_vit.distribute.make_strategy`) or a `tf.distribute.Strategy`.
+        tpu: the TPU for `strategy="tpu"` (name, `"local"` or `grpc://host:port`).
 
     Returns:
         A `TrainResult`.
@@ -652,17 +717,24 @@ def train(
     Raises:
         TrainingError: the output folder state does not allow the run.
         NonFiniteLossError: the loss became NaN or infinite (message names epoch, batch).
+        keras_vit.distribute.DistributeError: a strategy that cannot be set up, or a batch
+            size the replicas cannot split (one line).
         keras_vit.data.DataError, ValueError: bad data source or model sizes (one line).
 
     Example:
     >>> config = keras_vit.training.make_config("digits", epochs=2)
-    >>> result = keras_vit.training.train(config, "ckpt")
+    >>> result = keras_vit.training.train(config, "ckpt", strategy="mirrored")
     >>> result.metrics["top1"]
     """
     output = Path(output)
     image_size = config.architecture["image_size"]
     size = data.image_hw(image_size if isinstance(image_size, int) else tuple(image_size))
     state = _check_output(output, config, resume, overwrite)
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
+    strategy = _resolve_strategy(strategy, tpu)
+    distribute.check_global_batch(config.batch_size, strategy)
+    chief = distribute.is_chief(strategy)
+    scratch = None if chief else distribute.worker_scratch_dir(output, strategy)
     if state == "finished":
         logger.info("%s holds a finished run; nothing to resume", output)
         metrics_path = output / artifacts.METRICS_FILE
@@ -673,15 +745,25 @@ def train(
     val_examples = data.load_examples(config.dataset, "validation", size, data_dir=config.data_dir)
     class_names = train_examples.class_names
     steps_per_epoch = math.ceil(train_examples.num_examples / config.batch_size)
-    model = build_training_model(config, len(class_names), steps_per_epoch)
-    if state == "overwrite":
+    mixed_policy = distribute.mixed_precision_policy(strategy)
+    with strategy.scope():
+        model = build_training_model(
+            config, len(class_names), steps_per_epoch, mixed_policy=mixed_policy
+        )
+    # Every worker has checked the folder before the chief changes it.
+    _barrier(strategy)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)  # left by a killed worker
+    if state == "overwrite" and chief:
         logger.info("Overwriting %s", output)
         shutil.rmtree(output)
+    if state == "overwrite":
         state = "new"
 
-    output.mkdir(parents=True, exist_ok=True)
     float_config = dict(model.get_config(), dtype=None)
-    if state == "new":
+    if chief:
+        output.mkdir(parents=True, exist_ok=True)
+    if state == "new" and chief:
         artifacts.atomic_write_json(
             output / artifacts.CONFIG_FILE,
             _checkpoint_config(float_config, config, len(class_names)),
@@ -696,27 +778,34 @@ def train(
         logger.info(
             "Not caching the training images in memory (more than %d bytes)", CACHE_LIMIT_BYTES
         )
-    train_batches = data.training_batches(
-        train_examples, config.batch_size, seed=config.seed, augmentation=aug, cache=cache
+    train_batches = distribute.with_shard_policy(
+        data.training_batches(
+            train_examples, config.batch_size, seed=config.seed, augmentation=aug, cache=cache
+        )
     )
-    val_batches = data.eval_batches(val_examples, config.batch_size, one_hot=True)
+    val_batches = distribute.with_shard_policy(
+        data.eval_batches(val_examples, config.batch_size, one_hot=True)
+    )
 
     stop_nan, throughput = _StopOnNonFiniteLoss(), _Throughput()
     history_writer = _HistoryWriter(output / artifacts.HISTORY_FILE)
-    run_callbacks = [
-        stop_nan,
-        throughput,
-        # Deleted below, once model.keras and metrics.json are written.
-        _BackupAndRestore(
-            str(output / BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False
-        ),
-        history_writer,
-        keras.callbacks.TensorBoard(str(output / LOGS_DIR), write_graph=False, profile_batch=0),
-        *callbacks,
-    ]
+    backup = _BackupAndRestore(
+        # A non-chief restores only a run being resumed (the chief may be deleting others).
+        str(output / BACKUP_DIR if chief or state == "resume" else scratch),
+        scratch_dir=None if scratch is None else str(scratch),
+        double_checkpoint=True,
+        delete_checkpoint=False,  # deleted below, once model.keras and metrics.json exist
+    )
+    run_callbacks = [stop_nan, throughput, backup]
+    if chief:
+        run_callbacks += [
+            history_writer,
+            keras.callbacks.TensorBoard(str(output / LOGS_DIR), write_graph=False, profile_batch=0),
+        ]
+    run_callbacks += list(callbacks)
     logger.info(
         "Training %s (%d parameters) on %s: %d train / %d validation images, %d classes, "
-        "%d epochs of %d steps",
+        "%d epochs of %d steps, %d replica%s, global batch %d%s",
         model.name,
         model.count_params(),
         config.dataset,
@@ -725,16 +814,22 @@ def train(
         len(class_names),
         config.epochs,
         steps_per_epoch,
+        strategy.num_replicas_in_sync,
+        "" if strategy.num_replicas_in_sync == 1 else "s",
+        config.batch_size,
+        f", {mixed_policy}" if config.mixed_precision else "",
     )
     start = time.perf_counter()
-    model.fit(
-        train_batches,
-        epochs=config.epochs,
-        validation_data=val_batches,
-        shuffle=False,  # the pipeline shuffles, seeded
-        callbacks=run_callbacks,
-        verbose=verbose,
-    )
+    with strategy.scope():
+        distribute.prepare_model_for_fit(model, strategy, train_batches.element_spec)
+        model.fit(
+            train_batches,
+            epochs=config.epochs,
+            validation_data=val_batches,
+            shuffle=False,  # the pipeline shuffles, seeded
+            callbacks=run_callbacks,
+            verbose=verbose if chief else 0,
+        )
     wall = time.perf_counter() - start
     if stop_nan.failure is not None:
         epoch, batch, loss = stop_nan.failure
@@ -743,6 +838,14 @@ def train(
             "try a lower --learning-rate"
         )
 
+    if not chief:
+        scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            _save_model(model, scratch / artifacts.MODEL_FILE)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        logger.info("Worker %s done; the chief writes the checkpoint", distribute.task_of(strategy))
+        return TrainResult(output, {}, [])
     saved = _save_model(model, output / artifacts.MODEL_FILE)
     test_examples = data.load_examples(config.dataset, "test", size, data_dir=config.data_dir)
     evaluation = evaluate_model(saved, test_examples, batch_size=config.batch_size)
@@ -753,7 +856,11 @@ def train(
         "wall_time_s": round(wall, 2),
         **throughput.images_per_second(train_examples.num_examples),
         "mixed_precision": config.mixed_precision,
+        "dtype_policy": mixed_policy if config.mixed_precision else "float32",
         "jit_compile": config.jit_compile,
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": distribute.num_workers(strategy),
     }
     write_evaluation(output, evaluation, metrics, class_names)
     history = read_history(output / artifacts.HISTORY_FILE)
