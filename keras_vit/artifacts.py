@@ -50,10 +50,11 @@ def preprocessing_spec(image_size: Sequence[int], channels: int = 3) -> dict:
     }
 
 
-def _umask() -> int:
+def default_file_mode() -> int:
+    """The permission bits `open(path, "w")` gives a new file under the current umask."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 @contextmanager
@@ -74,7 +75,7 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -311,7 +311,8 @@ def build_model(
 
     Raises:
         ValueError: invalid sizes (e.g. image size not divisible by the patch size).
-        TrainingError: `config.weights` given but the builder cannot load weights.
+        FileNotFoundError, ValueError: `config.weights` cannot be read or does not fit
+            the model (one line, from `keras_vit.checkpoints`).
     """
     kwargs = dict(
         config.architecture,
@@ -325,17 +326,7 @@ def build_model(
         variants.variant_config(config.model)  # one-line error for an unknown name
         name = config.model if config.model.startswith("ViT_") else None
         builder = getattr(variants, name or variants.builder_name(config.model))
-    if config.weights is None:
-        return builder(**kwargs)
-    try:
-        return builder(**kwargs, weights=config.weights)
-    except TypeError as error:
-        if "weights" not in str(error):
-            raise
-        raise TrainingError(
-            f"Cannot load --weights {config.weights}: this keras-vit's model builders take no "
-            "`weights=` argument yet (pretrained .npz loading lives in keras_vit.checkpoints)"
-        ) from None
+    return builder(**kwargs, weights=config.weights)
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
@@ -639,6 +630,7 @@ def _save_model(model: VisionTransformer, path: Path) -> VisionTransformer:
     os.close(fd)
     try:
         clean.save(tmp)
+        os.chmod(tmp, artifacts.default_file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -37,6 +37,7 @@ def trained(tmp_path_factory, image_folder):
 def test_train_writes_a_complete_checkpoint(trained, image_folder):
     config, result = trained
     path = result.path
+    assert (path / "model.keras").stat().st_mode & 0o777 == artifacts.default_file_mode()
     for name in (
         "model.keras",
         "config.json",
