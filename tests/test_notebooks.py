@@ -8,6 +8,7 @@ repository. A failing cell fails the test with that cell's error and traceback.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ CELL_TIMEOUT_S = 240
 NOTEBOOK_TIMEOUT_S = 420
 # Where a notebook may write, relative to the folder it runs in.
 OUTPUT_DIR = "notebook_out"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _read(name: str):
@@ -41,31 +43,58 @@ def test_every_notebook_is_listed():
     assert sorted(path.name for path in NOTEBOOK_DIR.glob("*.ipynb")) == sorted(NOTEBOOKS)
 
 
+def stripping_problems(notebook) -> list[str]:
+    """What keeps a notebook from being committed as is: outputs, counts, widget state."""
+    problems = []
+    if "widgets" in notebook.metadata:
+        problems.append("widget state in the notebook metadata")
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.outputs:
+            problems.append(f"cell {index} has outputs")
+        if cell.execution_count is not None:
+            problems.append(f"cell {index} has an execution count")
+        if "widgets" in cell.metadata:
+            problems.append(f"cell {index} has widget state")
+    return problems
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_is_committed_stripped(name):
     notebook = _read(name)
     nbformat.validate(notebook)
     assert notebook.nbformat == 4
     assert notebook.metadata["kernelspec"]["name"] == "python3"
-    assert "widgets" not in notebook.metadata, f"{name}: widget state in the metadata"
     assert notebook.cells[0].cell_type == "markdown", f"{name}: should open with prose"
-    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert code, f"{name} has no code cells"
-    for index, cell in enumerate(notebook.cells):
-        if cell.cell_type != "code":
-            continue
-        assert cell.outputs == [], f"{name}: cell {index} has outputs; strip them"
-        assert cell.execution_count is None, f"{name}: cell {index} has an execution count"
-        assert "widgets" not in cell.metadata, f"{name}: cell {index} has widget state"
+    assert any(cell.cell_type == "code" for cell in notebook.cells), f"{name} has no code"
+    assert stripping_problems(notebook) == [], f"{name}: strip the outputs before committing"
+
+
+def test_stripping_problems_finds_outputs():
+    notebook = _read(NOTEBOOKS[0])
+    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
+    code = next(i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code")
+    notebook.cells[code].outputs = [nbformat.v4.new_output("stream", text="hello\n")]
+    notebook.cells[code].execution_count = 3
+    assert stripping_problems(notebook) == [
+        "widget state in the notebook metadata",
+        f"cell {code} has outputs",
+        f"cell {code} has an execution count",
+    ]
 
 
 def _snapshot(folder: Path) -> set[str]:
     return {str(path.relative_to(folder)) for path in folder.rglob("*")}
 
 
-def _run(name: str, workdir: Path) -> float:
-    """Executes `notebooks/<name>` in a copy under `workdir`; returns the wall time."""
-    shutil.copytree(NOTEBOOK_DIR, workdir / "notebooks", ignore=shutil.ignore_patterns(OUTPUT_DIR))
+def _run(name: str, workdir: Path, source: Path = NOTEBOOK_DIR) -> float:
+    """Executes `<source>/<name>` in a copy under `workdir`; returns the wall time.
+
+    `workdir` gets `notebooks/` (a copy of `source`) and `tests/fixtures/checkpoints/`, the
+    layout of a clone; the kernel runs in `workdir/notebooks`, as Jupyter would.
+    """
+    shutil.copytree(source, workdir / "notebooks", ignore=shutil.ignore_patterns(OUTPUT_DIR))
     shutil.copytree(
         ROOT / "tests" / "fixtures" / "checkpoints", workdir / "tests" / "fixtures" / "checkpoints"
     )
@@ -80,15 +109,44 @@ def _run(name: str, workdir: Path) -> float:
     start = time.perf_counter()
     try:
         client.execute()
-    except nbclient.exceptions.CellExecutionError as error:
-        pytest.fail(f"{name} failed:\n{error}", pytrace=False)
     except nbclient.exceptions.CellTimeoutError as error:
         pytest.fail(f"{name}: a cell ran longer than {CELL_TIMEOUT_S} s: {error}", pytrace=False)
+    except nbclient.exceptions.CellExecutionError as error:
+        # IPython colours tracebacks; plain text reads better in a test report.
+        pytest.fail(f"{name} failed:\n{ANSI_ESCAPE.sub('', str(error))}", pytrace=False)
     seconds = time.perf_counter() - start
     written = _snapshot(workdir) - before
     stray = sorted(p for p in written if not p.startswith(f"notebooks/{OUTPUT_DIR}"))
     assert not stray, f"{name} wrote outside notebooks/{OUTPUT_DIR}/: {stray[:5]}"
     return seconds
+
+
+def _write_notebook(folder: Path, *sources: str) -> str:
+    folder.mkdir()
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(notebook, folder / "check.ipynb")
+    return "check.ipynb"
+
+
+def test_runner_fails_with_the_cells_error(tmp_path):
+    source = tmp_path / "source"
+    name = _write_notebook(source, "x = 1", "raise ValueError(f'bad value {x + 1}')")
+    with pytest.raises(pytest.fail.Exception, match="ValueError: bad value 2"):
+        _run(name, tmp_path / "work", source)
+
+
+def test_runner_refuses_writes_outside_the_output_folder(tmp_path):
+    source = tmp_path / "source"
+    name = _write_notebook(
+        source,
+        "from pathlib import Path",
+        "Path('notebook_out').mkdir(); Path('notebook_out/ok.txt').write_text('fine')",
+        "Path('../stray.txt').write_text('not here')",
+    )
+    with pytest.raises(AssertionError, match=r"stray\.txt"):
+        _run(name, tmp_path / "work", source)
 
 
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
