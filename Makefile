@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint format test test-fast demo demo-export clean
+.PHONY: install lint format test test-fast demo demo-export notebooks clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ EXPORT_DIR ?= demo_out/tflite
 demo-export: $(STAMP)
 	$(BIN)/python -m export.tflite $(CKPT) --output $(EXPORT_DIR) --quantize float32 int8 --edgetpu --force
 	$(BIN)/python -m export.evaluate $(EXPORT_DIR)/model_int8.tflite $(CKPT)
+
+# Runs the four notebooks top to bottom in notebooks/ (each writes only into
+# notebooks/notebook_out/) and keeps the executed copies, with their outputs, as
+# notebooks/notebook_out/executed_<name>.ipynb. `make test` runs them too (tests/test_notebooks.py).
+notebooks: $(STAMP)
+	cd notebooks && mkdir -p notebook_out && for notebook in *.ipynb; do \
+		$(abspath $(BIN))/jupyter-execute --timeout=300 \
+			--output='notebook_out/executed_{notebook_name}' "$$notebook" || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
