@@ -88,16 +88,17 @@ def _snapshot(folder: Path) -> set[str]:
     return {str(path.relative_to(folder)) for path in folder.rglob("*")}
 
 
-def _run(name: str, workdir: Path, source: Path = NOTEBOOK_DIR) -> float:
+def _run(name: str, workdir: Path, source: Path = NOTEBOOK_DIR, fixtures: bool = True) -> float:
     """Executes `<source>/<name>` in a copy under `workdir`; returns the wall time.
 
-    `workdir` gets `notebooks/` (a copy of `source`) and `tests/fixtures/checkpoints/`, the
-    layout of a clone; the kernel runs in `workdir/notebooks`, as Jupyter would.
+    `workdir` gets `notebooks/` (a copy of `source`) and, with `fixtures`,
+    `tests/fixtures/checkpoints/`, the layout of a clone; the kernel runs in
+    `workdir/notebooks`, as Jupyter would.
     """
     shutil.copytree(source, workdir / "notebooks", ignore=shutil.ignore_patterns(OUTPUT_DIR))
-    shutil.copytree(
-        ROOT / "tests" / "fixtures" / "checkpoints", workdir / "tests" / "fixtures" / "checkpoints"
-    )
+    if fixtures:
+        fixture_dir = Path("tests") / "fixtures" / "checkpoints"
+        shutil.copytree(ROOT / fixture_dir, workdir / fixture_dir)
     before = _snapshot(workdir)
     notebook = nbformat.read(workdir / "notebooks" / name, as_version=4)
     client = nbclient.NotebookClient(
@@ -155,3 +156,10 @@ def test_notebook_runs(name, tmp_path, record_property):
     seconds = _run(name, tmp_path)
     record_property("seconds", round(seconds, 1))
     print(f"{name}: executed in {seconds:.1f} s")
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
+def test_finetune_notebook_without_the_fixture(tmp_path):
+    # A notebook copied out of the repository writes its own stand-in checkpoint.
+    _run("02_finetune_npz.ipynb", tmp_path, fixtures=False)
+    assert (tmp_path / "notebooks" / OUTPUT_DIR / "02_finetune_npz" / "stand_in.npz").is_file()
