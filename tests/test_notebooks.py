@@ -1,7 +1,7 @@
 """The notebooks under `notebooks/`: committed without outputs, and each runs top to bottom.
 
-Each notebook is executed with nbclient in a fresh kernel (the `python3` kernel spec, which
-jupyter_client starts with this interpreter), in a temporary copy of the folders it reads
+Each notebook is executed with nbclient in a fresh kernel running this interpreter (a
+`python3` kernel spec written for the tests), in a temporary copy of the folders it reads
 (`notebooks/` and the synthetic checkpoint fixtures), so nothing is written into the
 repository. A failing cell fails the test with that cell's error and traceback.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,28 @@ NOTEBOOK_TIMEOUT_S = 420
 # Where a notebook may write, relative to the folder it runs in.
 OUTPUT_DIR = "notebook_out"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.fixture(scope="module")
+def kernel_dir(tmp_path_factory) -> Path:
+    """A `python3` kernel spec that starts this interpreter, whatever kernels are installed."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    root = tmp_path_factory.mktemp("jupyter")
+    write_kernel_spec(root / "kernels" / "python3")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _this_interpreter(kernel_dir, monkeypatch):
+    # JUPYTER_PATH comes first in the kernel-spec search, before a user's own `python3`.
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_dir))
+
+
+def test_kernel_is_this_interpreter():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
 
 
 def _read(name: str):
