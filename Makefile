@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint format test test-fast demo demo-export bench bench-quick bench-peers clean
+.PHONY: install lint format test test-fast demo demo-export notebooks bench bench-quick bench-peers clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,15 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick --output $(BENCH_OUTPUT) --force
+
+# Runs the four notebooks top to bottom in notebooks/ (each writes only into
+# notebooks/notebook_out/) and keeps the executed copies, with their outputs, as
+# notebooks/notebook_out/executed_<name>.ipynb. `make test` runs them too (tests/test_notebooks.py).
+notebooks: $(STAMP)
+	cd notebooks && mkdir -p notebook_out && for notebook in *.ipynb; do \
+		$(abspath $(BIN))/jupyter-execute --timeout=300 \
+			--output='notebook_out/executed_{notebook_name}' "$$notebook" || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
