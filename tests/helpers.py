@@ -8,7 +8,7 @@ import json
 import keras
 import numpy as np
 
-from keras_vit import artifacts
+from keras_vit import artifacts, training
 
 # Keys every Keras layer adds to its config on top of its own constructor arguments.
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
@@ -86,3 +86,11 @@ def write_image_folder(root, classes=("cat", "dog"), per_class=6, size=(10, 12),
             Image.fromarray(pixels).save(path)
             paths.append(path)
     return paths
+
+
+def history_rows(path) -> int:
+    """Epochs in a run's `history.csv`; 0 while it is missing or being replaced."""
+    try:
+        return len(training.read_history(path))
+    except (OSError, ValueError, KeyError):
+        return 0

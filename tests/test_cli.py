@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import write_image_folder
+from helpers import history_rows, write_image_folder
 
 from keras_vit import evaluate, train, training
 
@@ -82,13 +82,6 @@ def test_train_and_evaluate_cli(tmp_path, capsys):
     assert "not a keras-vit checkpoint folder" in _one_line_error(capsys)
 
 
-def _read_rows(path: Path) -> int:
-    try:
-        return len(training.read_history(path))
-    except (OSError, ValueError, KeyError):
-        return 0  # being replaced right now
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_sigkill_mid_epoch_then_resume_continues(tmp_path):
@@ -113,7 +106,7 @@ def test_sigkill_mid_epoch_then_resume_continues(tmp_path):
     )
     deadline = time.monotonic() + 200
     try:
-        while _read_rows(out / "history.csv") < 1:
+        while history_rows(out / "history.csv") < 1:
             assert first.poll() is None, first.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the first epoch did not finish in time"
             time.sleep(0.05)
@@ -123,7 +116,7 @@ def test_sigkill_mid_epoch_then_resume_continues(tmp_path):
         first.kill()
         first.wait(30)
         first.stderr.close()
-    done_before = _read_rows(out / "history.csv")
+    done_before = history_rows(out / "history.csv")
     assert first.returncode == -signal.SIGKILL
     assert done_before < 4, "the run finished before it could be killed"
     assert (out / training.BACKUP_DIR).is_dir() and not (out / "model.keras").exists()

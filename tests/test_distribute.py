@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import history_rows
 
 from keras_vit import artifacts, distribute, train, training
 
@@ -291,13 +292,6 @@ def test_two_worker_multiworker_run_on_loopback(tmp_path):
     assert [row["epoch"] for row in training.read_history(out / "history.csv")] == [1]
 
 
-def _history_rows(path: Path) -> int:
-    try:
-        return len(training.read_history(path))
-    except (OSError, ValueError, KeyError):
-        return 0  # being replaced right now
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(500)
 def test_killed_worker_then_both_resume_from_the_last_completed_epoch(tmp_path):
@@ -306,7 +300,7 @@ def test_killed_worker_then_both_resume_from_the_last_completed_epoch(tmp_path):
     args = ["--output", str(out), "--epochs", "3", "--batch-size", "8", "--quiet", *NANO_FLAGS]
     with _Cluster(tmp_path, args) as cluster:
         deadline = time.monotonic() + 200
-        while _history_rows(out / "history.csv") < 1:
+        while history_rows(out / "history.csv") < 1:
             assert all(p.poll() is None for p in cluster.processes), _stderr(tmp_path, 0)[-2000:]
             assert time.monotonic() < deadline, "the first epoch did not finish in time"
             time.sleep(0.05)
@@ -314,7 +308,7 @@ def test_killed_worker_then_both_resume_from_the_last_completed_epoch(tmp_path):
         cluster.processes[1].kill()  # the non-chief worker dies
         cluster.processes[1].wait(30)
         # Its peer cannot go on alone; the job is restarted, as a cluster manager would.
-    done_before = _history_rows(out / "history.csv")
+    done_before = history_rows(out / "history.csv")
     assert done_before < 3, "the run finished before a worker could be killed"
     assert (out / training.BACKUP_DIR).is_dir() and not (out / "model.keras").exists()
 
