@@ -14,6 +14,17 @@ from keras_vit import artifacts, training
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
 
 
+# `python -m keras_vit.train` flags of a one-block ViT on 16x16 images (CLI tests).
+NANO_FLAGS = [
+    "--image-size=16",
+    "--patch-size=8",
+    "--hidden-size=16",
+    "--num-layers=1",
+    "--num-heads=2",
+    "--mlp-dim=32",
+]
+
+
 def constructor_params(cls) -> set[str]:
     """Names of the explicit `__init__` parameters of `cls` (no self/args/kwargs)."""
     params = inspect.signature(cls.__init__).parameters.values()

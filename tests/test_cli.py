@@ -8,18 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import history_rows, write_image_folder
+from helpers import NANO_FLAGS, history_rows, write_image_folder
 
 from keras_vit import evaluate, train, training
 
-NANO_FLAGS = [
-    "--image-size=16",
-    "--patch-size=8",
-    "--hidden-size=16",
-    "--num-layers=1",
-    "--num-heads=2",
-    "--mlp-dim=32",
-]
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import history_rows
+from helpers import NANO_FLAGS, history_rows
 
 from keras_vit import artifacts, distribute, train, training
 
@@ -196,16 +196,6 @@ def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
         "MirroredStrategy; use a multiple of 2 for --batch-size"
     ) in run.stderr
     assert not (tmp_path / "odd").exists()
-
-
-NANO_FLAGS = [
-    "--image-size=16",
-    "--patch-size=8",
-    "--hidden-size=16",
-    "--num-layers=1",
-    "--num-heads=2",
-    "--mlp-dim=32",
-]
 
 
 class _Cluster:
