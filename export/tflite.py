@@ -1,4 +1,4 @@
-"""Exports a checkpoint folder to TFLite: float32, float16, dynamic, int8, int16x8 files.
+"""Exports a checkpoint folder to TFLite: float32, float16, dynamic, int8, int8_cpu, int16x8.
 
     python -m export.tflite ckpt/ [--output DIR] [--quantize float32 int8 ...]
         [--calibration-samples N] [--edgetpu] [--force]
@@ -19,6 +19,13 @@ Quantizations:
   image, exactly), int8 compute throughout, uint8 probabilities out (scale 1/256; MediaPipe
   and the Task Library accept uint8 or float32 outputs, and uint8 keeps the file free of
   float ops). Calibrated on the checkpoint's own training data.
+- `int8_cpu`: the int8 file for CPUs (LiteRT's XNNPACK delegate: phones' CPUs, x86, Arm
+  boards), calibrated and pinned like `int8`, with the same uint8 input and output, but
+  softmax, LayerNorm's rsqrt and GELU left in float32 between DEQUANTIZE / QUANTIZE
+  (`FLOAT_ISLAND_OPS`). XNNPACK has no int8 kernels for these three, so in the `int8` file
+  each splits the graph and runs single-threaded on TFLite's kernels; here every op is
+  delegated and the whole graph runs in a few partitions on all threads. Not for
+  integer-only accelerators (Edge TPU, NPUs): use `int8` there.
 - `int16x8`: int16 activations, int8 weights, float32 I/O; calibrated like int8.
 
 `--edgetpu` adds `model_edgetpu_int8.tflite`, an int8 file of the graph formulated for the
@@ -52,10 +59,14 @@ from keras_vit import artifacts
 
 logger = logging.getLogger(__name__)
 
-Quantization = Literal["float32", "float16", "dynamic", "int8", "int16x8"]
-QUANTIZATIONS: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int16x8")
+Quantization = Literal["float32", "float16", "dynamic", "int8", "int8_cpu", "int16x8"]
+QUANTIZATIONS: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int8_cpu", "int16x8")
 DEFAULT_QUANTIZATIONS: tuple[str, ...] = ("float32", "int8")
-CALIBRATED = frozenset({"int8", "int16x8"})
+CALIBRATED = frozenset({"int8", "int8_cpu", "int16x8"})
+INTEGER_IO = frozenset({"int8", "int8_cpu"})  # uint8 pixels in, uint8 probabilities out
+# Kept in float32 by `int8_cpu`: XNNPACK has no int8 kernel for them, so in a full-integer
+# file each one runs on TFLite's single-threaded kernel between two delegate partitions.
+FLOAT_ISLAND_OPS: tuple[str, ...] = ("SOFTMAX", "RSQRT", "GELU")
 DEFAULT_CALIBRATION_SAMPLES = 256
 REPORT_FILE = "report.json"
 DEFAULT_OUTPUT = "tflite"  # inside the checkpoint folder
@@ -178,6 +189,66 @@ def _adjust_calibrated_ranges(
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def drop_noop_adds(quantized: bytes) -> bytes:
+    """Removes the int8 ADDs of a constant smaller than half a step of their output.
+
+    LayerNorm's `variance + epsilon` quantizes to such an ADD: epsilon (1e-6) is far below
+    one step of the variance's scale, so the op returns its input unchanged, but XNNPACK
+    refuses it (the constant's scale is out of its range) and it ran on TFLite's kernel
+    between two delegate partitions, 25 times in ViT-Ti/16. An ADD is removed only when its
+    output has the scale and zero point of its variable input and the constant's real value
+    is under half a step, so the result is the same integers (the tests compare outputs bit
+    for bit); its consumers then read the variable input directly.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(quantized))
+    graph = model.subgraphs[0]
+    names = {i: flatbuffer_utils.opcode_to_name(model, i) for i in range(len(model.operatorCodes))}
+
+    def constant(index: int) -> np.ndarray | None:
+        tensor = graph.tensors[index]
+        data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
+        if data is None or len(data) == 0 or tensor.type != 9:  # 9: int8
+            return None
+        return np.frombuffer(bytes(data), np.int8)
+
+    def scale_zero(index: int):
+        q = graph.tensors[index].quantization
+        if q is None or q.scale is None or len(q.scale) != 1:
+            return None
+        return float(q.scale[0]), int(q.zeroPoint[0])
+
+    replaced: dict[int, int] = {}
+    kept = []
+    for op in graph.operators:
+        inputs = [replaced.get(i, i) for i in op.inputs]
+        op.inputs = np.array(inputs, dtype=np.int32)
+        if names.get(op.opcodeIndex) == "ADD" and len(inputs) == 2:
+            values = [constant(i) for i in inputs]
+            if sum(v is not None for v in values) == 1:
+                variable = inputs[0] if values[0] is None else inputs[1]
+                const_index = inputs[1] if values[0] is None else inputs[0]
+                value = values[0] if values[0] is not None else values[1]
+                out, var, const = (scale_zero(i) for i in (op.outputs[0], variable, const_index))
+                fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
+                if (
+                    out is not None
+                    and out == var
+                    and const is not None
+                    and not fused
+                    and op.outputs[0] not in graph.outputs
+                    and np.abs((value.astype(np.int64) - const[1]) * const[0]).max() < 0.5 * out[0]
+                ):
+                    replaced[op.outputs[0]] = variable
+                    continue
+        kept.append(op)
+    if not replaced:
+        return quantized
+    graph.operators = kept
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def convert(
     classifier,
     quantization: Quantization,
@@ -190,9 +261,10 @@ def convert(
         classifier: a Keras model with `image_size` and `num_channels` attributes taking
             float32 pixels, such as `export.graph.PixelClassifier`.
         quantization: one of `QUANTIZATIONS`.
-        calibration: uint8 images `(N, H, W, C)` for `int8` and `int16x8`.
-        symmetric_matmul: for `int8`, give the right operands of BATCH_MATMUL zero point 0
-            so that LiteRT's XNNPACK delegate runs them (see `_adjust_calibrated_ranges`);
+        calibration: uint8 images `(N, H, W, C)` for `int8`, `int8_cpu` and `int16x8`.
+        symmetric_matmul: for `int8` and `int8_cpu`, give the right operands of
+            BATCH_MATMUL zero point 0 so that LiteRT's XNNPACK delegate runs them (see
+            `_adjust_calibrated_ranges`);
             False gives the converter's own ranges (slower on CPU, for comparison).
 
     Returns:
@@ -219,10 +291,10 @@ def convert(
             converter.target_spec.supported_types = [tf.float16]
         elif quantization == "dynamic":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantization == "int8":
+        elif quantization in INTEGER_IO:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.representative_dataset = _representative(calibration, "int8")
+            converter.representative_dataset = _representative(calibration, quantization)
             converter.inference_input_type = tf.uint8
             converter.inference_output_type = tf.uint8
             # Calibrate only, pin the input range, then quantize: the two steps
@@ -236,14 +308,16 @@ def convert(
             converter.representative_dataset = _representative(calibration, "int16x8")
         try:
             model = converter.convert()
-            if quantization == "int8":
+            if quantization in INTEGER_IO:
                 from tensorflow.lite.python.convert import mlir_quantize
 
                 model = mlir_quantize(
                     _adjust_calibrated_ranges(model, *PIXEL_RANGE, symmetric_matmul),
                     input_data_type=tf.uint8,
                     output_data_type=tf.uint8,
+                    denylisted_ops=list(FLOAT_ISLAND_OPS) if quantization == "int8_cpu" else None,
                 )
+                model = drop_noop_adds(model)
         except Exception as error:  # ConverterError and the quantizer's RuntimeError
             ops = _converter_ops(str(error))
             if ops:
@@ -613,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-samples",
         type=int,
         default=DEFAULT_CALIBRATION_SAMPLES,
-        help="training images for int8 / int16x8 calibration (default: %(default)s)",
+        help="training images for int8 / int8_cpu / int16x8 calibration (default: %(default)s)",
     )
     parser.add_argument(
         "--edgetpu", action="store_true", help="also export and check the Edge TPU profile"

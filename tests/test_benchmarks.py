@@ -1,4 +1,5 @@
-"""benchmarks/run.py --quick: a smoke test that every row is produced (not the timings)."""
+"""benchmarks/run.py --quick and benchmarks/kernels.py: smoke tests that every row is produced
+(not the timings)."""
 
 import json
 import subprocess
@@ -13,6 +14,7 @@ INFERENCE_IMPLS = {
     "tflite float16",
     "tflite dynamic",
     "tflite int8",
+    "tflite int8_cpu",
     "keras-hub",
     "timm",
 }
@@ -50,11 +52,21 @@ def test_quick_benchmark_produces_every_row(tmp_path):
     assert inference == expected
     assert {r["impl"] for r in rows if r["section"] == "training"} == TRAINING_IMPLS
     int8 = results["int8"]
-    assert set(int8["files"]) == {"float32", "int8 before", "int8 after"}
+    labels = {"float32", "int8 before", "int8 after", "int8_cpu"}
+    assert set(int8["files"]) == labels
     assert int8["files"]["int8 after"]["float_compute_ops"] == 0
-    assert set(int8["profiles"]["digits ViT"]) == {"float32", "int8 before", "int8 after"}
+    assert "SOFTMAX" in int8["files"]["int8_cpu"]["float_compute_op_names"]
+    assert set(int8["profiles"]["digits ViT"]) == labels
     names = " ".join(t["target"] for t in results["targets"])
-    for expected_target in ("Keras tiny batch-1", "tiny int8 TFLite", "digits int8", "training"):
+    for expected_target in (
+        "Keras tiny batch-1",
+        "tiny int8 TFLite",
+        "tiny int8_cpu TFLite",
+        "digits int8:",
+        "digits int8_cpu:",
+        "digits ViT int8_cpu TFLite",
+        "training",
+    ):
         assert expected_target in names
     for t in results["targets"]:
         assert t["met"] in (True, False) or t["by"] == "timm unavailable"
@@ -77,3 +89,33 @@ def test_existing_output_is_refused(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"error: {output} already exists; pass --force to overwrite it"
     ]
+
+
+def test_kernels_writes_every_row(tmp_path):
+    output = tmp_path / "kernels.json"
+    argv = [str(ROOT / "benchmarks" / "kernels.py"), "--repeats", "1", "--output", str(output)]
+    done = subprocess.run(
+        [sys.executable, *argv, "--peer-python", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(output.read_text())
+    assert [r["label"] for r in results["rows"]] == [case[0] for case in kernel_cases()]
+    for r in results["rows"]:
+        assert r["xla_us"] > 0 and r["graph_us"] > 0 and "torch_us" not in r
+    assert results["peer_reason"].startswith("no peer interpreter")
+    assert "| matmul | shape |" in output.with_suffix(".md").read_text()
+    again = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def kernel_cases():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import kernels
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return kernels.CASES

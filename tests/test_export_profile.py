@@ -1,19 +1,21 @@
-"""Per-op profiles (export.profile) and the XNNPACK-friendly int8 matmul ranges."""
+"""Per-op profiles (export.profile), the XNNPACK-friendly int8 matmul ranges and `int8_cpu`."""
 
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 from conftest import TINY
 
 import keras_vit
-from export import profile, tflite, tflite_file
+from export import analysis, profile, tflite, tflite_file
 from export.graph import PixelClassifier
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """float32 and int8 (with and without symmetric matmul ranges) files of a TINY ViT."""
+    """float32, int8 (with and without symmetric matmul ranges, with and without the no-op
+    ADDs) and int8_cpu files of a TINY ViT."""
     model = keras_vit.ViT(num_classes=10, seed=3, **TINY)
     rng = np.random.default_rng(0)
     for variable in model.get_layer("head").weights:
@@ -29,6 +31,11 @@ def files(tmp_path_factory):
     ):
         paths[label] = out / f"{label}.tflite"
         paths[label].write_bytes(tflite.convert(classifier, quantization, calibration, symmetric))
+    paths["int8_cpu"] = out / "int8_cpu.tflite"
+    paths["int8_cpu"].write_bytes(tflite.convert(classifier, "int8_cpu", calibration))
+    paths["int8_with_adds"] = out / "int8_with_adds.tflite"
+    with mock.patch.object(tflite, "drop_noop_adds", lambda content: content):
+        paths["int8_with_adds"].write_bytes(tflite.convert(classifier, "int8", calibration))
     return paths
 
 
@@ -84,6 +91,59 @@ def test_symmetric_ranges_change_only_the_matmul_operands(files):
     p_new = Classifier(files["int8"]).predict(images)
     p_old = Classifier(files["int8_plain"]).predict(images)
     assert np.abs(p_new - p_old).max() < 0.1
+
+
+def test_dropping_the_epsilon_adds_changes_no_output(files):
+    """LayerNorm's `variance + 1e-6` ADDs are gone and the outputs are the same integers."""
+    from export.runtime import Classifier
+    from keras_vit import data
+
+    with_adds = tflite_file.read_summary(files["int8_with_adds"].read_bytes())
+    without = tflite_file.read_summary(files["int8"].read_bytes())
+    removed = with_adds.op_histogram()["ADD"] - without.op_histogram()["ADD"]
+    assert removed == 2 * TINY["num_layers"] + 1  # one per LayerNorm
+    assert with_adds.op_histogram()["RSQRT"] == without.op_histogram()["RSQRT"] == removed
+    digits, _ = data.digits_arrays("test", TINY["image_size"])
+    noise = np.random.default_rng(2).integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
+    for images in (digits, noise):
+        # Dequantized with the same scale: equal floats are equal integers.
+        a = Classifier(files["int8"]).predict(images)
+        b = Classifier(files["int8_with_adds"]).predict(images)
+        assert np.array_equal(a, b)
+
+
+def test_drop_noop_adds_keeps_an_add_that_changes_values(files):
+    """The residual ADDs (two variable inputs) and the position-embedding ADD stay."""
+    content = files["int8"].read_bytes()
+    assert tflite.drop_noop_adds(content) == content
+    assert tflite_file.read_summary(content).op_histogram()["ADD"] == 2 * TINY["num_layers"] + 1
+
+
+def test_int8_cpu_keeps_only_softmax_rsqrt_gelu_in_float_and_runs_on_xnnpack(files):
+    content = files["int8_cpu"].read_bytes()
+    summary = tflite_file.read_summary(content)
+    float_ops = {op.name for op in analysis.float_compute_ops(summary)}
+    assert float_ops == {*tflite.FLOAT_ISLAND_OPS, "DEQUANTIZE", "QUANTIZE"}
+    kinds = {
+        op.name: summary.tensors[op.outputs[0]].dtype
+        for op in summary.operators
+        if op.name in ("FULLY_CONNECTED", "BATCH_MATMUL", *tflite.FLOAT_ISLAND_OPS)
+    }
+    assert kinds == {
+        "FULLY_CONNECTED": "int8",
+        "BATCH_MATMUL": "int8",
+        "SOFTMAX": "float32",
+        "RSQRT": "float32",
+        "GELU": "float32",
+    }
+    assert summary.tensors[summary.inputs[0]].dtype == "uint8"
+    assert summary.tensors[summary.outputs[0]].dtype == "uint8"
+    ops = profile.profile_ops(content, runs=1, warmup=0)
+    refused = sorted({p.name for p in ops if not p.delegated})
+    # Left to TFLite: only the class token's one-row slice and the graph's I/O requantizing.
+    assert set(refused) <= {"STRIDED_SLICE", "QUANTIZE"}
+    full = files["int8"].read_bytes()
+    assert profile.delegate_partitions(content) <= 2 < profile.delegate_partitions(full)
 
 
 def test_single_op_models_cover_every_op(files):

@@ -25,7 +25,7 @@ from keras_vit import artifacts, data
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-QUANTIZATIONS = ["float32", "float16", "dynamic", "int8", "int16x8"]
+QUANTIZATIONS = ["float32", "float16", "dynamic", "int8", "int8_cpu", "int16x8"]
 
 
 def train_tiny(path: Path) -> Path:
@@ -109,6 +109,17 @@ def test_int8_file_is_fully_integer_with_pixel_input(exported):
     assert e["output"] == [{"dtype": "uint8", "shape": [1, 10], "scale": 1 / 256, "zero_point": 0}]
     assert e["op_histogram"]["SOFTMAX"] >= 1 and "DEQUANTIZE" not in e["op_histogram"]
     assert e["top1_agreement"] >= 0.97
+    assert e["accuracy"] >= report["test_split"]["keras_accuracy"] - 0.02
+    assert e["size_vs_float32"] < 0.6
+
+
+def test_int8_cpu_file_agrees_like_int8_with_float_islands(exported):
+    _, report = exported
+    e, full = entry(report, "model_int8_cpu.tflite"), entry(report, "model_int8.tflite")
+    assert e["input"] == full["input"] and e["output"] == full["output"]  # uint8 in and out
+    assert set(e["float_compute_op_names"]) == {*tflite.FLOAT_ISLAND_OPS, "DEQUANTIZE", "QUANTIZE"}
+    # Float softmax / rsqrt / GELU can only bring it closer to the float model.
+    assert e["top1_agreement"] >= full["top1_agreement"] - 0.01
     assert e["accuracy"] >= report["test_split"]["keras_accuracy"] - 0.02
     assert e["size_vs_float32"] < 0.6
 
