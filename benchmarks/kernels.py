@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +50,9 @@ def flops(kind: str, shape: tuple[int, ...]) -> float:
 
 
 def median_s(fn, runs: int = 15, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    from peer_timm import times_ms  # beside this file; imports no TensorFlow or torch
+
+    return float(np.median(times_ms(fn, runs, warmup))) / 1000.0
 
 
 def tensorflow_times(threads: int, repeats: int) -> dict:

@@ -131,6 +131,21 @@ def _representative(images: np.ndarray, label: str) -> Callable[[], Iterable[lis
 PASS_THROUGH_OPS = ("RESHAPE", "TRANSPOSE")
 
 
+def _editable(content: bytes):
+    """`(model, main subgraph, {opcode index: op name})` of a `.tflite` model, to edit."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    names = {i: flatbuffer_utils.opcode_to_name(model, i) for i in range(len(model.operatorCodes))}
+    return model, model.subgraphs[0], names
+
+
+def _serialized(model) -> bytes:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def _adjust_calibrated_ranges(
     calibrated: bytes, low: float, high: float, symmetric_matmul: bool = True
 ) -> bytes:
@@ -149,11 +164,7 @@ def _adjust_calibrated_ranges(
     magnitude, which the quantizer turns into scale `m / 127` and zero point exactly 0: at
     most one bit of resolution spent for a range that was nearly symmetric already.
     """
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    graph = model.subgraphs[0]
-    names = {i: flatbuffer_utils.opcode_to_name(model, i) for i in range(len(model.operatorCodes))}
+    model, graph, names = _editable(calibrated)
 
     def set_range(index: int, low: float, high: float) -> None:
         quantization = graph.tensors[index].quantization
@@ -186,7 +197,7 @@ def _adjust_calibrated_ranges(
             magnitude = max(max(abs(q.min[0]), abs(q.max[0])) for q in quantizations)
             for index in chain:
                 set_range(index, -magnitude * 128.0 / 127.0, magnitude)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return _serialized(model)
 
 
 def drop_noop_adds(quantized: bytes) -> bytes:
@@ -200,11 +211,7 @@ def drop_noop_adds(quantized: bytes) -> bytes:
     is under half a step, so the result is the same integers (the tests compare outputs bit
     for bit); its consumers then read the variable input directly.
     """
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(quantized))
-    graph = model.subgraphs[0]
-    names = {i: flatbuffer_utils.opcode_to_name(model, i) for i in range(len(model.operatorCodes))}
+    model, graph, names = _editable(quantized)
 
     def constant(index: int) -> np.ndarray | None:
         tensor = graph.tensors[index]
@@ -246,7 +253,7 @@ def drop_noop_adds(quantized: bytes) -> bytes:
     if not replaced:
         return quantized
     graph.operators = kept
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return _serialized(model)
 
 
 def convert(
