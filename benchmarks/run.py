@@ -45,6 +45,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from peer_timm import times_ms  # beside this file; no TensorFlow or torch import
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = ROOT / "benchmarks" / "peer_timm.py"
@@ -241,13 +242,8 @@ def wait_for_idle(limit_s: float, load_below: float = 0.6) -> dict:
 
 
 def call_times(fn, runs: int) -> list[float]:
-    """Wall milliseconds of `runs` calls of `fn()`."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return times
+    """Wall milliseconds of `runs` calls of `fn()` (the peer's own timing loop, no warm-up)."""
+    return times_ms(fn, runs, warmup=0)
 
 
 def runs_for(estimate_ms: float, plan: Plan) -> int:

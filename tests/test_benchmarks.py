@@ -21,15 +21,20 @@ INFERENCE_IMPLS = {
 TRAINING_IMPLS = {"keras-vit (TF graph)", "keras-vit (XLA)", "keras-hub", "timm"}
 
 
-def test_quick_benchmark_produces_every_row(tmp_path):
-    output = tmp_path / "results.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--output", str(output)],
+def run_script(name: str, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python benchmarks/<name> argv...` from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *argv],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         cwd=ROOT,
     )
+
+
+def test_quick_benchmark_produces_every_row(tmp_path):
+    output = tmp_path / "results.json"
+    done = run_script("run.py", "--quick", "--output", str(output))
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(output.read_text())
     assert results["quick"] is True and output.with_suffix(".md").is_file()
@@ -78,13 +83,7 @@ def test_quick_benchmark_produces_every_row(tmp_path):
 def test_existing_output_is_refused(tmp_path):
     output = tmp_path / "results.json"
     output.write_text("{}")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--output", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    done = run_script("run.py", "--quick", "--output", str(output), timeout=300)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: {output} already exists; pass --force to overwrite it"
@@ -93,14 +92,8 @@ def test_existing_output_is_refused(tmp_path):
 
 def test_kernels_writes_every_row(tmp_path):
     output = tmp_path / "kernels.json"
-    argv = [str(ROOT / "benchmarks" / "kernels.py"), "--repeats", "1", "--output", str(output)]
-    done = subprocess.run(
-        [sys.executable, *argv, "--peer-python", str(tmp_path / "none")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+    argv = ["--repeats", "1", "--output", str(output)]
+    done = run_script("kernels.py", *argv, "--peer-python", str(tmp_path / "none"))
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(output.read_text())
     assert [r["label"] for r in results["rows"]] == [case[0] for case in kernel_cases()]
@@ -108,7 +101,7 @@ def test_kernels_writes_every_row(tmp_path):
         assert r["xla_us"] > 0 and r["graph_us"] > 0 and "torch_us" not in r
     assert results["peer_reason"].startswith("no peer interpreter")
     assert "| matmul | shape |" in output.with_suffix(".md").read_text()
-    again = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
+    again = run_script("kernels.py", *argv)
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
