@@ -259,19 +259,30 @@ def median_ms(fn, plan: Plan) -> tuple[float, int]:
     return float(np.median(times)), len(times)
 
 
-def forward_flops(config: dict) -> float:
+def forward_flops(config: dict, class_token_only: bool = False) -> float:
     """Multiply-add FLOPs (2 per MAC) of one image's forward pass, counted from the shapes.
 
     Patch projection `2 N (P^2 C) D`; per block the q, k, v and output projections
     `4 * 2 T D^2`, the two attention products `2 * 2 T^2 D`, the MLP `2 * 2 T D M`; the head
     `2 D K`. LayerNorm, softmax, GELU and additions (O(T D) each) are left out: under 1 %.
+    `class_token_only`: the last block computes one query row (as ours do, not the peers):
+    `2 * 2 T D^2` for keys and values, `2 * 2 D^2` for query and output, `2 * 2 T D`, `4 D M`.
     """
     size, patch = config["image_size"], config["patch_size"]
     n = (size // patch) ** 2
     t, d, m = n + 1, config["hidden_size"], config["mlp_dim"]
     block = 8 * t * d * d + 4 * t * t * d + 4 * t * d * m
+    last = block
+    if class_token_only:
+        last = 4 * t * d * d + 4 * d * d + 4 * t * d + 4 * d * m
     patches = 2 * n * patch * patch * 3 * d
-    return float(patches + config["num_layers"] * block + 2 * d * config["num_classes"])
+    blocks = (config["num_layers"] - 1) * block + last
+    return float(patches + blocks + 2 * d * config["num_classes"])
+
+
+def computes_class_token_only(impl: str) -> bool:
+    """Whether a row's implementation is ours (its last block computes the class token only)."""
+    return impl.startswith(("keras-vit", "tflite"))
 
 
 def vit(config: dict, seed: int = 0, **overrides):
@@ -617,7 +628,6 @@ def training_rows(plan: Plan, peer: Peer | None, peer_reason: str | None, tmp: P
     try:
         for name, config in plan.training.items():
             images, labels = digits_training_data(config["image_size"], plan.train_batch * 8)
-            flops = 3 * forward_flops(config)
             impls = {
                 "keras-vit (TF graph)": keras_fit_timer(vit(config), images, labels, plan, False),
                 "keras-vit (XLA)": keras_fit_timer(vit(config), images, labels, plan, True),
@@ -651,9 +661,9 @@ def training_rows(plan: Plan, peer: Peer | None, peer_reason: str | None, tmp: P
                 impls["timm"] = timm_train
             else:
                 missing.append(("timm", peer_reason or "no peer interpreter"))
-            common = dict(train_flops_per_image=flops)
             for r in interleaved_rows(name, impls, plan, section="training"):
-                r.update(common, step_ms=r.pop("median_ms"))
+                flops = 3 * forward_flops(config, computes_class_token_only(r["impl"]))
+                r.update(train_flops_per_image=flops, step_ms=r.pop("median_ms"))
                 r["images_per_s"] = plan.train_batch / (r["step_ms"] / 1000.0)
                 rows.append(r)
             for impl, why in missing:
@@ -665,7 +675,7 @@ def training_rows(plan: Plan, peer: Peer | None, peer_reason: str | None, tmp: P
                         why,
                         batch=plan.train_batch,
                         threads=plan.threads,
-                        **common,
+                        train_flops_per_image=3 * forward_flops(config),
                     )
                 )
     finally:
@@ -764,7 +774,7 @@ def add_rates(rows: list, plan: Plan, mach: dict) -> None:
         int8 = r["impl"] in ("tflite int8", "tflite int8_cpu", "tflite dynamic")
         peak = mach["peak_int8_gops_per_core"] if int8 else mach["peak_fp32_gflops_per_core"]
         if r["section"] == "inference":
-            flops = forward_flops(config) * r["batch"]
+            flops = forward_flops(config, computes_class_token_only(r["impl"])) * r["batch"]
             rate = flops / (r["median_ms"] / 1000.0) / 1e9
         else:
             rate = r["train_flops_per_image"] * r["images_per_s"] / 1e9
@@ -919,6 +929,10 @@ def markdown(results: dict) -> str:
         "listed",
         f"- peak: {m['peak_fp32_gflops_per_core']} GFLOP/s fp32 and "
         f"{m['peak_int8_gops_per_core']} GOP/s int8 per core. {m['peak_note']}",
+        "- GFLOP/s count the multiply-adds each implementation performs: our Keras models and "
+        "TFLite files compute the last block for the class token only (the head reads nothing "
+        "else), keras-hub and timm compute it for every token, so the same latency means "
+        "fewer GFLOP/s for ours",
         f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items() if v)}",
         f"- load average (1/5/15 min) at start {results['load_average']['start']}, at end "
         f"{results['load_average']['end']}; waited {results['idle']['waited_s']} s for an idle "

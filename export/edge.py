@@ -164,23 +164,24 @@ class EdgeTPUClassifier(keras.Model):
         inner = x + 0.044715 * (x * x * x)
         return x * ops.sigmoid((2.0 * _SQRT_2_OVER_PI) * inner)
 
-    def _attention(self, x, weights):
-        tokens = x.shape[2]
-        query = ops.split(self._conv1x1(x, weights["query"]), self.num_heads, axis=-1)
+    def _attention(self, x, weights, class_token_only=False):
+        queries = x[:, :, :1] if class_token_only else x
+        tokens = queries.shape[2]
+        query = ops.split(self._conv1x1(queries, weights["query"]), self.num_heads, axis=-1)
         key = ops.split(self._conv1x1(x, weights["key"]), self.num_heads, axis=-1)
         value = ops.split(self._conv1x1(x, weights["value"]), self.num_heads, axis=-1)
         heads = []
         for q, k, v in zip(query, key, value, strict=True):
-            # q: (1, 1, T, d) -> (1, T, 1, d); scores (1, T, T) = sum_d q[t, d] k[s, d].
+            # q: (1, 1, Q, d) -> (1, Q, 1, d); scores (1, Q, T) = sum_d q[t, d] k[s, d].
             q = ops.reshape(q, (-1, tokens, 1, q.shape[-1]))
             scores = ops.sum(q * k, axis=-1)
             peak = ops.max(scores, axis=-1, keepdims=True)
             # exp(z) = sigmoid(z) / sigmoid(-z), z <= 0; 1 / a = rsqrt(a) ** 2.
             inverse = ops.rsqrt(ops.sigmoid(peak - scores))
             weights_ = ops.sigmoid(scores - peak) * inverse * inverse
-            norm = ops.rsqrt(ops.sum(weights_, axis=-1, keepdims=True))  # (1, T, 1)
-            # sum_s e[t, s] v[s, :]: (1, T, T, 1) * (1, 1, T, d) summed over s.
-            mixed = ops.sum(ops.expand_dims(weights_, -1) * v, axis=2)  # (1, T, d)
+            norm = ops.rsqrt(ops.sum(weights_, axis=-1, keepdims=True))  # (1, Q, 1)
+            # sum_s e[t, s] v[s, :]: (1, Q, T, 1) * (1, 1, T, d) summed over s.
+            mixed = ops.sum(ops.expand_dims(weights_, -1) * v, axis=2)  # (1, Q, d)
             heads.append(ops.reshape(mixed * norm * norm, (-1, 1, tokens, v.shape[-1])))
         return self._conv1x1(ops.concatenate(heads, axis=-1), weights["out"])
 
@@ -199,7 +200,11 @@ class EdgeTPUClassifier(keras.Model):
                 normed = normed + self.class_row_norm
             else:
                 normed = self._layer_norm(x, weights["norm1"])
-            x = x + self._attention(normed, weights)
+            # As the Keras model: with token pooling the last block computes the class token.
+            class_token_only = self.pooling == "token" and i == len(self.blocks) - 1
+            if class_token_only:
+                x = x[:, :, :1]
+            x = x + self._attention(normed, weights, class_token_only)
             hidden = self._conv1x1(self._layer_norm(x, weights["norm2"]), weights["mlp1"])
             hidden = self._gelu(hidden)
             x = x + self._conv1x1(hidden, weights["mlp2"])

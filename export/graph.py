@@ -103,17 +103,19 @@ def layer_norm(norm, x):
     return y * norm.gamma + norm.beta
 
 
-def block_forward(block, x, normed=None):
+def block_forward(block, x, normed=None, class_token_only=False):
     """Inference forward of a `TransformerBlock`, optionally with `norm1(x)` given.
 
-    The same arithmetic as `TransformerBlock.call(x, training=False)` (dropout and
-    drop-path are the identity at inference); tests check the two agree.
+    The same arithmetic as `TransformerBlock.call(x, training=False, class_token_only=...)`
+    (dropout and drop-path are the identity at inference); tests check the two agree.
     """
     from keras_vit.layers import gelu
 
     if normed is None:
         normed = layer_norm(block.norm1, x)
-    x = x + block.attention(normed)
+    if class_token_only:
+        x = x[:, :1]
+    x = x + block.attention(normed, num_queries=1 if class_token_only else None)
     y = gelu(block.mlp_dense1(layer_norm(block.norm2, x)), block.gelu)
     return x + block.mlp_dense2(y)
 
@@ -178,7 +180,8 @@ class PixelClassifier(keras.Model):
                 row = keras.ops.convert_to_tensor(self.class_row_norm[None, None])
                 row = keras.ops.tile(row, (keras.ops.shape(x)[0], 1, 1))
                 normed = keras.ops.concatenate([row, layer_norm(block.norm1, x[:, 1:])], axis=1)
-            x = block_forward(block, x, normed)
+            last = i == vit.num_layers - 1
+            x = block_forward(block, x, normed, class_token_only=last and vit.pooling == "token")
         x = vit.get_layer("pooling")(layer_norm(vit.get_layer("encoder_norm"), x))
         if vit.representation_size is not None:
             x = vit.get_layer("pre_logits")(x)

@@ -35,6 +35,17 @@ def _check_rate(name: str, value) -> None:
         raise ValueError(f"Expected `{name}` to be a float in [0, 1). Received: {name}={value!r}")
 
 
+def _check_num_queries(num_queries, tokens) -> int:
+    if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
+        raise ValueError(f"Expected `num_queries` to be a positive int. Received: {num_queries!r}")
+    if tokens is not None and num_queries > tokens:
+        raise ValueError(
+            f"Expected `num_queries` <= the number of tokens. "
+            f"Received: num_queries={num_queries}, tokens={tokens}"
+        )
+    return num_queries
+
+
 def _sub_seed(seed: int | None, offset: int) -> int | None:
     """Derives a stable per-sublayer seed from a layer seed (None stays None)."""
     return None if seed is None else seed + offset
@@ -306,7 +317,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         x: `(batch, tokens, hidden_size)`.
         training: whether dropout is active.
         return_attention_scores: also return the attention probabilities,
-            `(batch, num_heads, tokens, tokens)`.
+            `(batch, num_heads, queries, tokens)`.
+        num_queries: only the first `num_queries` tokens attend (are queries); keys and
+            values are still all tokens, and the output is `(batch, num_queries,
+            hidden_size)`. None (the default): every token.
 
     Example:
     >>> attention = keras_vit.layers.MultiHeadSelfAttention(num_heads=4)
@@ -352,9 +366,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         x = ops.reshape(x, (-1, tokens, self.num_heads, self.head_dim))
         return ops.transpose(x, (0, 2, 1, 3))
 
-    def call(self, x, training=None, return_attention_scores=False):
+    def call(self, x, training=None, return_attention_scores=False, num_queries=None):
         tokens = x.shape[1]
-        query = self._split_heads(self.query(x) * (self.head_dim**-0.5), tokens)
+        queries = tokens
+        if num_queries is not None:
+            queries = _check_num_queries(num_queries, tokens)
+            query = self.query(x[:, :queries])
+        else:
+            query = self.query(x)
+        query = self._split_heads(query * (self.head_dim**-0.5), queries)
         key = self._split_heads(self.key(x), tokens)
         value = self._split_heads(self.value(x), tokens)
         scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
@@ -362,15 +382,28 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         probs = ops.cast(probs, value.dtype)
         attended = ops.matmul(self.attention_dropout(probs, training=training), value)
         attended = ops.reshape(
-            ops.transpose(attended, (0, 2, 1, 3)), (-1, tokens, self.hidden_size)
+            ops.transpose(attended, (0, 2, 1, 3)), (-1, queries, self.hidden_size)
         )
         output = self.out(attended)
         if return_attention_scores:
             return output, probs
         return output
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def compute_output_shape(self, input_shape, num_queries=None):
+        if num_queries is None:
+            return tuple(input_shape)
+        queries = _check_num_queries(num_queries, input_shape[1])
+        return (input_shape[0], queries, input_shape[2])
+
+    def compute_output_spec(
+        self, x, training=None, return_attention_scores=False, num_queries=None
+    ):
+        shape = self.compute_output_shape(x.shape, num_queries)
+        output = keras.KerasTensor(shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        scores_shape = (x.shape[0], self.num_heads, shape[1], x.shape[1])
+        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -442,7 +475,12 @@ class TransformerBlock(keras.layers.Layer):
         x: `(batch, tokens, hidden_size)`.
         training: whether dropout and drop-path are active.
         return_attention_scores: also return the attention probabilities,
-            `(batch, num_heads, tokens, tokens)`.
+            `(batch, num_heads, tokens, tokens)`, or `(batch, num_heads, 1, tokens)` with
+            `class_token_only`.
+        class_token_only: compute the output of the first token (the class token) only,
+            `(batch, 1, hidden_size)`: it attends to every token, but no other token's query,
+            attention output or MLP is computed. The same numbers as `x[:, :1]` of the full
+            output, for the last block of a model that reads only the class token.
 
     Example:
     >>> block = keras_vit.layers.TransformerBlock(num_heads=4, mlp_dim=64)
@@ -529,9 +567,15 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense2.build((*tuple(input_shape[:-1]), self.mlp_dim))
         self.built = True
 
-    def call(self, x, training=None, return_attention_scores=False):
+    def call(self, x, training=None, return_attention_scores=False, class_token_only=False):
+        normed = self.norm1(x)
+        if class_token_only:
+            x = x[:, :1]
         attended = self.attention(
-            self.norm1(x), training=training, return_attention_scores=return_attention_scores
+            normed,
+            training=training,
+            return_attention_scores=return_attention_scores,
+            num_queries=1 if class_token_only else None,
         )
         if return_attention_scores:
             attended, scores = attended
@@ -546,8 +590,20 @@ class TransformerBlock(keras.layers.Layer):
             return x, scores
         return x
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def compute_output_shape(self, input_shape, class_token_only=False):
+        if not class_token_only:
+            return tuple(input_shape)
+        return (input_shape[0], 1, input_shape[2])
+
+    def compute_output_spec(
+        self, x, training=None, return_attention_scores=False, class_token_only=False
+    ):
+        shape = self.compute_output_shape(x.shape, class_token_only)
+        output = keras.KerasTensor(shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        scores_shape = (x.shape[0], self.num_heads, shape[1], x.shape[1])
+        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -58,6 +58,11 @@ def test_block_forward_and_layer_norm_match_the_layers(tiny_config, rng):
     x = rng.normal(size=(2, 17, 32)).astype("float32")
     np.testing.assert_allclose(layer_norm(block.norm1, x), block.norm1(x), atol=1e-5)
     np.testing.assert_allclose(block_forward(block, x), block(x, training=False), atol=1e-5)
+    np.testing.assert_allclose(
+        block_forward(block, x, class_token_only=True),
+        block(x, training=False, class_token_only=True),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("overrides", [{}, {"pooling": "gap"}], ids=["token", "gap"])

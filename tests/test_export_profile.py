@@ -112,6 +112,14 @@ def test_dropping_the_epsilon_adds_changes_no_output(files):
         assert np.array_equal(a, b)
 
 
+def test_an_add_is_a_noop_only_if_every_integer_maps_to_itself():
+    # epsilon on a variance whose output range is epsilon wider (a one-row LayerNorm)
+    assert tflite._maps_to_itself((0.0037321541, -128), (0.0037321581, -128), np.array([1e-6]))
+    assert not tflite._maps_to_itself((0.01, -128), (0.01, -127), np.array([0.0]))
+    assert not tflite._maps_to_itself((0.01, 0), (0.01, 0), np.array([0.003]))  # 0.3 step
+    assert not tflite._maps_to_itself((0.01, 0), (0.0101, 0), np.array([0.0]))  # 1 % rescale
+
+
 def test_drop_noop_adds_keeps_an_add_that_changes_values(files):
     """The residual ADDs (two variable inputs) and the position-embedding ADD stay."""
     content = files["int8"].read_bytes()
@@ -202,3 +210,21 @@ def test_profile_cli_bad_input(files, tmp_path, capsys, argv, message):
     assert profile.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_benchmark_flop_count_is_the_exported_graphs_matmuls(files):
+    """benchmarks/run.py's analytic FLOPs (class-token-only last block) equal twice the
+    multiply-adds of the float32 file's matmuls, counted from its tensor shapes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import run
+    finally:
+        sys.path.pop(0)
+    summary = tflite_file.read_summary(files["float32"].read_bytes())
+    matmuls = ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D")
+    counted = sum(analysis.macs(summary, op) for op in summary.operators if op.name in matmuls)
+    config = {**TINY, "num_classes": 10}
+    assert run.forward_flops(config, class_token_only=True) == 2 * counted
+    assert run.forward_flops(config) > 2 * counted

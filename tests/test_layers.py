@@ -227,6 +227,62 @@ def test_transformer_block_returns_attention_scores(rng):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(scores).sum(-1), 1.0, atol=1e-5)
 
 
+def test_attention_num_queries_computes_the_first_rows(rng):
+    x = rng.normal(size=(2, 5, 16)).astype("float32")
+    attention = layers.MultiHeadSelfAttention(num_heads=4, seed=3)
+    full, full_probs = attention(x, return_attention_scores=True)
+    out, probs = attention(x, return_attention_scores=True, num_queries=2)
+    assert out.shape == (2, 2, 16) and probs.shape == (2, 4, 2, 5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(out), keras.ops.convert_to_numpy(full)[:, :2], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(probs), keras.ops.convert_to_numpy(full_probs)[:, :, :2]
+    )
+
+
+@pytest.mark.parametrize(
+    "num_queries,match", [(0, "num_queries=0"), (6, "num_queries=6, tokens=5"), (1.0, "1.0")]
+)
+def test_attention_rejects_bad_num_queries(num_queries, match, rng):
+    attention = layers.MultiHeadSelfAttention(num_heads=2)
+    with pytest.raises(ValueError, match=match):
+        attention(rng.normal(size=(1, 5, 8)), num_queries=num_queries)
+
+
+def test_transformer_block_class_token_only_is_the_first_row(rng):
+    """Same numbers as row 0 of the full block, forward and gradient (dropout off)."""
+    import tensorflow as tf
+
+    x = tf.constant(rng.normal(size=(3, 6, 16)).astype("float32"))
+    block = layers.TransformerBlock(num_heads=4, mlp_dim=32, seed=0)
+    block.build(x.shape)
+    for weight in block.weights:
+        weight.assign(weight + rng.normal(scale=0.1, size=weight.shape).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        full, full_scores = block(x, return_attention_scores=True)
+        first, scores = block(x, return_attention_scores=True, class_token_only=True)
+        full_loss = tf.reduce_sum(tf.sin(full[:, :1]))
+        loss = tf.reduce_sum(tf.sin(first))
+    assert first.shape == (3, 1, 16) and scores.shape == (3, 4, 1, 6)
+    np.testing.assert_allclose(first.numpy(), full.numpy()[:, :1], atol=1e-6)
+    np.testing.assert_allclose(scores.numpy(), full_scores.numpy()[:, :, :1], atol=1e-7)
+    for wrt in [x, *block.trainable_weights]:
+        np.testing.assert_allclose(
+            tape.gradient(loss, wrt), tape.gradient(full_loss, wrt), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_transformer_block_class_token_only_in_a_functional_graph():
+    tokens = keras.Input((7, 16))
+    block = layers.TransformerBlock(num_heads=2, mlp_dim=32)
+    assert block(tokens, class_token_only=True).shape == (None, 1, 16)
+    out, scores = block(tokens, class_token_only=True, return_attention_scores=True)
+    assert out.shape == (None, 1, 16) and scores.shape == (None, 2, 1, 7)
+    assert block.compute_output_shape((None, 7, 16)) == (None, 7, 16)
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
