@@ -281,7 +281,8 @@ def forward_flops(config: dict, class_token_only: bool = False) -> float:
 
 
 def computes_class_token_only(impl: str) -> bool:
-    """Whether a row's implementation is ours (its last block computes the class token only)."""
+    """Whether an inference row is ours: `predict_function` and the TFLite files compute the
+    last block for the class token only."""
     return impl.startswith(("keras-vit", "tflite"))
 
 
@@ -661,8 +662,8 @@ def training_rows(plan: Plan, peer: Peer | None, peer_reason: str | None, tmp: P
                 impls["timm"] = timm_train
             else:
                 missing.append(("timm", peer_reason or "no peer interpreter"))
+            flops = 3 * forward_flops(config)  # `model.fit` trains the full last block
             for r in interleaved_rows(name, impls, plan, section="training"):
-                flops = 3 * forward_flops(config, computes_class_token_only(r["impl"]))
                 r.update(train_flops_per_image=flops, step_ms=r.pop("median_ms"))
                 r["images_per_s"] = plan.train_batch / (r["step_ms"] / 1000.0)
                 rows.append(r)
@@ -675,7 +676,7 @@ def training_rows(plan: Plan, peer: Peer | None, peer_reason: str | None, tmp: P
                         why,
                         batch=plan.train_batch,
                         threads=plan.threads,
-                        train_flops_per_image=3 * forward_flops(config),
+                        train_flops_per_image=flops,
                     )
                 )
     finally:
@@ -929,10 +930,11 @@ def markdown(results: dict) -> str:
         "listed",
         f"- peak: {m['peak_fp32_gflops_per_core']} GFLOP/s fp32 and "
         f"{m['peak_int8_gops_per_core']} GOP/s int8 per core. {m['peak_note']}",
-        "- GFLOP/s count the multiply-adds each implementation performs: our Keras models and "
-        "TFLite files compute the last block for the class token only (the head reads nothing "
-        "else), keras-hub and timm compute it for every token, so the same latency means "
-        "fewer GFLOP/s for ours",
+        "- GFLOP/s count the multiply-adds each implementation performs: at inference our "
+        "Keras forward (`keras_vit.inference`) and TFLite files compute the last block for the "
+        "class token only (the head reads nothing else), keras-hub and timm for every token, "
+        "so the same latency means fewer GFLOP/s for ours; training (`model.fit`) computes "
+        "the full block everywhere",
         f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items() if v)}",
         f"- load average (1/5/15 min) at start {results['load_average']['start']}, at end "
         f"{results['load_average']['end']}; waited {results['idle']['waited_s']} s for an idle "

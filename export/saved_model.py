@@ -51,6 +51,8 @@ def export_saved_model(
     import keras
     import tensorflow as tf
 
+    from keras_vit.inference import inference_forward
+
     from export.graph import check_classifier
 
     checkpoint = artifacts.read_checkpoint(checkpoint_dir)
@@ -83,7 +85,7 @@ def export_saved_model(
 
         def serve(images):
             x = (tf.cast(images, tf.float32) - mean) / std
-            outputs = model(x, training=False)
+            outputs = inference_forward(model, x)  # last block: the class token only
             probabilities = tf.nn.softmax(outputs, axis=-1) if softmax else outputs
             class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             return {

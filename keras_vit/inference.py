@@ -11,8 +11,15 @@ Example:
 >>> predict = keras_vit.inference.predict_function(model)
 >>> logits = predict(images)  # float32 [batch, 224, 224, 3] in [-1, 1] -> NumPy logits
 
-The same speed-up through Keras's own API is `model.compile(jit_compile=True)` followed by
-`model.predict_on_batch(images)`; `benchmarks/run.py` measures both paths' forward.
+`inference_forward(model, images)` is the forward it compiles: the model's own layers in
+order, but with class-token pooling (the default) the last `TransformerBlock` computes the
+class token only (`class_token_only=True`), the one token the head reads: 6.9 % fewer
+multiply-adds for a 12-block ViT at 224, 19 % for a 4-block one, the same outputs to float
+rounding. The Keras model itself keeps the full last block, so `model.fit` computes what it
+always did and a seeded training run repeats its weights.
+
+Through Keras's own API, `model.compile(jit_compile=True)` then
+`model.predict_on_batch(images)` also compiles the forward, with the full last block.
 """
 
 from __future__ import annotations
@@ -24,10 +31,39 @@ import numpy as np
 from keras_vit.model import VisionTransformer
 
 
+def inference_forward(model: VisionTransformer, images):
+    """`model(images, training=False)`, with the last block computing the class token only.
+
+    The functional graph of a `VisionTransformer` is a chain (each layer reads the previous
+    one's output), so its layers are called in order; with `pooling="token"` the last
+    `TransformerBlock` gets `class_token_only=True` and returns `(batch, 1, hidden_size)`,
+    from which the encoder norm, the pooling and the head compute what they would from the
+    full `(batch, tokens, hidden_size)`.
+
+    Args:
+        model: a `VisionTransformer`.
+        images: float `(batch, height, width, channels)` in [-1, 1].
+
+    Returns:
+        The model's outputs (logits, probabilities or pooled features), as a tensor.
+    """
+    last_block = f"encoderblock_{model.num_layers - 1}" if model.pooling == "token" else None
+    x = images
+    for layer in model.layers[1:]:  # layers[0] is the Input
+        if layer.name == last_block:
+            x = layer(x, training=False, class_token_only=True)
+        else:
+            x = layer(x, training=False)
+    return x
+
+
 def predict_function(
     model: VisionTransformer, jit_compile: bool = True
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A compiled inference forward of `model` (dropout off), traced once per input shape.
+
+    The forward is `inference_forward`: the model's layers, with the last block computing
+    the class token only when the model pools by class token.
 
     Args:
         model: a `VisionTransformer` (any head, any image size).
@@ -48,7 +84,7 @@ def predict_function(
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=False)
     def forward(images):
-        return model(images, training=False)
+        return inference_forward(model, images)
 
     def predict(images) -> np.ndarray:
         images = tf.convert_to_tensor(images, tf.float32)

@@ -480,7 +480,8 @@ class TransformerBlock(keras.layers.Layer):
         class_token_only: compute the output of the first token (the class token) only,
             `(batch, 1, hidden_size)`: it attends to every token, but no other token's query,
             attention output or MLP is computed. The same numbers as `x[:, :1]` of the full
-            output, for the last block of a model that reads only the class token.
+            output to float rounding, for the last block of a forward that reads only the
+            class token (`keras_vit.inference`, the exported graphs).
 
     Example:
     >>> block = keras_vit.layers.TransformerBlock(num_heads=4, mlp_dim=64)

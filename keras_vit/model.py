@@ -10,11 +10,6 @@ Graph, as the original JAX code (`vit_jax/models_vit.py`):
     images -> Patches -> PatchEncoder (projection, class token, position embedding)
            -> Dropout -> TransformerBlock x num_layers -> LayerNorm (encoder_norm)
            -> TokenPooling ("token" or "gap") -> [pre_logits: Dense + tanh] -> head
-
-With "token" pooling the last block is called with `class_token_only=True`: only the class
-token's query, attention output and MLP are computed (the patch tokens' are never read), so
-its output is `(batch, 1, hidden_size)`. Every earlier block, and each block called on its
-own (as `keras_vit.visualize` does), gives all tokens.
 """
 
 from __future__ import annotations
@@ -149,9 +144,6 @@ class VisionTransformer(keras.Model):
             dropout, seed=_sub_seed(seed, 1), dtype=policy, name="embedding_dropout"
         )(x)
         for i in range(num_layers):
-            # The head reads only the class token: the last block computes that token alone
-            # (every token is still its key and value), the same logits for less work.
-            class_token_only = pooling == "token" and i == num_layers - 1
             # Stochastic depth grows linearly with depth, 0 for the first block.
             rate = drop_path_rate * i / max(num_layers - 1, 1)
             x = TransformerBlock(
@@ -165,7 +157,7 @@ class VisionTransformer(keras.Model):
                 seed=_sub_seed(seed, 100 * (i + 1)),
                 dtype=policy,
                 name=f"encoderblock_{i}",
-            )(x, class_token_only=class_token_only)
+            )(x)
         x = LayerNorm(layer_norm_epsilon, dtype=policy, name="encoder_norm")(x)
         x = TokenPooling(pooling, dtype=policy, name="pooling")(x)
         if representation_size is not None:

@@ -6,7 +6,8 @@ import pytest
 from conftest import TINY
 
 import keras_vit
-from keras_vit.inference import predict_function
+from keras_vit import layers
+from keras_vit.inference import inference_forward, predict_function
 
 
 @pytest.mark.parametrize("jit_compile", [True, False])
@@ -29,3 +30,36 @@ def test_predict_function_bad_input():
         predict(np.zeros((1, 16, 16, 3), np.float32))
     with pytest.raises(TypeError, match="Expected a keras_vit VisionTransformer"):
         predict_function(keras.Sequential([keras.layers.Dense(2)]))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"pooling": "gap"},
+        {"representation_size": 16, "classifier_activation": "softmax"},
+        {"include_top": False},
+        {"dtype": "mixed_bfloat16"},
+    ],
+    ids=["token", "gap", "pre_logits-softmax", "features", "mixed"],
+)
+def test_inference_forward_equals_the_model(overrides, rng, monkeypatch):
+    """The model's layers in order; with token pooling the last block computes token 0 only."""
+    model = keras_vit.ViT(**{"num_classes": 5, "seed": 0, **TINY, **overrides})
+    for weight in model.weights:
+        weight.assign(rng.normal(0.0, 0.2, weight.shape).astype("float32"))
+    calls = []
+    block_call = layers.TransformerBlock.call
+
+    def spy(self, x, *args, class_token_only=False, **kwargs):
+        calls.append((self.name, class_token_only))
+        return block_call(self, x, *args, class_token_only=class_token_only, **kwargs)
+
+    images = rng.uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(images, training=False))
+    monkeypatch.setattr(layers.TransformerBlock, "call", spy)
+    actual = keras.ops.convert_to_numpy(inference_forward(model, images))
+    atol = 2e-2 if "dtype" in overrides else 1e-5
+    np.testing.assert_allclose(actual, expected, atol=atol)
+    token = model.pooling == "token"
+    assert calls == [("encoderblock_0", False), ("encoderblock_1", token)]

@@ -74,36 +74,6 @@ def test_pooled_features_are_the_encoder_output(tiny_config, rng):
     )
 
 
-def full_token_logits(model, images):
-    """Logits with every block computing every token (the blocks called on their own)."""
-    x = model.get_layer("patch_encoder")(model.get_layer("patches")(images))
-    for i in range(model.num_layers):
-        x = model.get_layer(f"encoderblock_{i}")(x)
-    return model.get_layer("head")(model.get_layer("encoder_norm")(x)[:, 0])
-
-
-def test_last_block_computes_only_the_class_token(tiny_config, rng):
-    """Token pooling reads token 0 only: the last block computes it alone, same logits."""
-    import tensorflow as tf
-
-    images = tf.constant(rng.normal(size=(3, 32, 32, 3)).astype("float32"))
-    model = keras_vit.ViT(num_classes=5, **tiny_config)
-    randomize(model, rng)
-    assert model.get_layer("encoderblock_0").output.shape == (None, 17, 32)
-    assert model.get_layer("encoderblock_1").output.shape == (None, 1, 32)
-    with tf.GradientTape(persistent=True) as tape:
-        logits = model(images)
-        full = full_token_logits(model, images)
-        loss, full_loss = tf.reduce_sum(tf.sin(logits)), tf.reduce_sum(tf.sin(full))
-    np.testing.assert_allclose(logits.numpy(), full.numpy(), atol=1e-5)
-    for weight in model.trainable_weights:
-        np.testing.assert_allclose(
-            tape.gradient(loss, weight), tape.gradient(full_loss, weight), atol=1e-5, rtol=1e-4
-        )
-    gap = keras_vit.ViT(num_classes=5, pooling="gap", **tiny_config)
-    assert gap.get_layer("encoderblock_1").output.shape == (None, 16, 32)
-
-
 def test_non_square_images_end_to_end(tiny_config, rng, tmp_path):
     config = dict(tiny_config, image_size=(24, 40))
     model = keras_vit.ViT(num_classes=3, classifier_activation="softmax", **config)
