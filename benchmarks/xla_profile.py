@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
 # Trace events that wrap or wait for the ops rather than compute.
 NOT_OPS = ("ThunkExecutor", "ThreadpoolListener", "SlinkyThreadPool", "end:")
@@ -86,9 +85,7 @@ def profile(config: dict, batch: int, threads: int, runs: int) -> dict:
     predict = predict_function(model, jit_compile=True)
     images = np.random.default_rng(0).uniform(-1, 1, (batch, *model.image_size, 3))
     images = images.astype(np.float32)
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from peer_timm import times_ms  # imports no TensorFlow or torch
+    from peer_timm import times_ms  # beside this file; imports no TensorFlow or torch
 
     wall = float(np.median(times_ms(lambda: predict(images), max(runs, 5), 3)))
     with tempfile.TemporaryDirectory() as logdir:
@@ -169,5 +166,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     raise SystemExit(main())

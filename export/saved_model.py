@@ -51,9 +51,8 @@ def export_saved_model(
     import keras
     import tensorflow as tf
 
-    from keras_vit.inference import inference_forward
-
     from export.graph import check_classifier
+    from keras_vit.inference import inference_forward
 
     checkpoint = artifacts.read_checkpoint(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT

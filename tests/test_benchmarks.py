@@ -112,3 +112,18 @@ def kernel_cases():
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     return kernels.CASES
+
+
+def test_xla_profile_writes_the_op_table(tmp_path):
+    output = tmp_path / "profile.json"
+    argv = ["--model", "tiny", "--runs", "2", "--output", str(output)]
+    done = run_script("xla_profile.py", *argv)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(output.read_text())
+    profile = results["profile"]
+    assert profile["wall_ms"] > 0 and profile["matmul_ms"] > 0
+    assert "MatMul" in profile["ops"] or any(k.startswith("dot") for k in profile["ops"])
+    assert all(v["ms"] >= 0 and v["count"] > 0 for v in profile["ops"].values())
+    assert "| op | thread-ms per forward |" in output.with_suffix(".md").read_text()
+    again = run_script("xla_profile.py", *argv)
+    assert again.returncode == 1 and "already exists" in again.stderr

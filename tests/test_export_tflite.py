@@ -593,9 +593,11 @@ def test_predict_in_a_device_like_venv(exported, tmp_path, test_split):
     printed = parse_predictions(result.stdout)
     ours = Classifier(model)
     for path, top in zip(paths, ours.top_k(ours.predict(images[:2]), 5), strict=True):
-        # tflite-runtime 2.14's int8 kernels round a little differently from LiteRT's.
+        # tflite-runtime 2.14's int8 kernels round differently from LiteRT's. Measured on
+        # this file over the 359 test images: median 1 step (1/256), 90th percentile 0.027,
+        # 12 images over 0.05, 5 top-1 flips; these two are 0.012 and 0.043 apart.
         label, score = printed[str(path)][0]
-        assert label == top[0].label and abs(score - top[0].score) < 0.02
+        assert label == top[0].label and abs(score - top[0].score) < 0.05
 
 
 @pytest.mark.slow
