@@ -200,7 +200,7 @@ class EdgeTPUClassifier(keras.Model):
                 normed = normed + self.class_row_norm
             else:
                 normed = self._layer_norm(x, weights["norm1"])
-            # As the Keras model: with token pooling the last block computes the class token.
+            # As keras_vit.inference: with token pooling the last block computes token 0 only.
             class_token_only = self.pooling == "token" and i == len(self.blocks) - 1
             if class_token_only:
                 x = x[:, :, :1]

@@ -211,7 +211,7 @@ def _maps_to_itself(var: tuple, out: tuple, constants: np.ndarray, margin: float
 
 
 def drop_noop_adds(quantized: bytes) -> bytes:
-    """Removes the int8 ADDs of a constant smaller than half a step of their output.
+    """Removes the int8 ADDs of a constant that return every input integer unchanged.
 
     LayerNorm's `variance + epsilon` quantizes to such an ADD: epsilon (1e-6) is far below
     one step of the variance's scale, so the op returns its input unchanged, but XNNPACK

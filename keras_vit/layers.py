@@ -46,6 +46,15 @@ def _check_num_queries(num_queries, tokens) -> int:
     return num_queries
 
 
+def _attention_output_spec(layer, x, shape, return_attention_scores: bool):
+    """The output spec `shape` of an attention layer or block, and its probabilities'."""
+    output = keras.KerasTensor(shape, dtype=layer.compute_dtype)
+    if not return_attention_scores:
+        return output
+    scores_shape = (x.shape[0], layer.num_heads, shape[1], x.shape[1])
+    return output, keras.KerasTensor(scores_shape, dtype=layer.compute_dtype)
+
+
 def _sub_seed(seed: int | None, offset: int) -> int | None:
     """Derives a stable per-sublayer seed from a layer seed (None stays None)."""
     return None if seed is None else seed + offset
@@ -399,11 +408,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self, x, training=None, return_attention_scores=False, num_queries=None
     ):
         shape = self.compute_output_shape(x.shape, num_queries)
-        output = keras.KerasTensor(shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return output
-        scores_shape = (x.shape[0], self.num_heads, shape[1], x.shape[1])
-        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+        return _attention_output_spec(self, x, shape, return_attention_scores)
 
     def get_config(self):
         config = super().get_config()
@@ -600,11 +605,7 @@ class TransformerBlock(keras.layers.Layer):
         self, x, training=None, return_attention_scores=False, class_token_only=False
     ):
         shape = self.compute_output_shape(x.shape, class_token_only)
-        output = keras.KerasTensor(shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return output
-        scores_shape = (x.shape[0], self.num_heads, shape[1], x.shape[1])
-        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+        return _attention_output_spec(self, x, shape, return_attention_scores)
 
     def get_config(self):
         config = super().get_config()
