@@ -1,9 +1,12 @@
-"""Shared test helpers: serialization round trips for layers and models."""
+"""Shared test helpers: serialization round trips for layers and models, benchmark imports."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -105,3 +108,13 @@ def history_rows(path) -> int:
         return len(training.read_history(path))
     except (OSError, ValueError, KeyError):
         return 0
+
+
+def benchmark_module(name: str):
+    """`benchmarks/<name>.py` imported as a module (the scripts import their neighbours)."""
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)

@@ -1,10 +1,12 @@
-"""benchmarks/run.py --quick and benchmarks/kernels.py: smoke tests that every row is produced
+"""benchmarks/run.py --quick, kernels.py and xla_profile.py: smoke tests that every row is produced
 (not the timings)."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 INFERENCE_IMPLS = {
@@ -106,12 +108,7 @@ def test_kernels_writes_every_row(tmp_path):
 
 
 def kernel_cases():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import kernels
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return kernels.CASES
+    return benchmark_module("kernels").CASES
 
 
 def test_xla_profile_writes_the_op_table(tmp_path):

@@ -6,6 +6,7 @@ from unittest import mock
 import numpy as np
 import pytest
 from conftest import TINY
+from helpers import benchmark_module
 
 import keras_vit
 from export import analysis, profile, tflite, tflite_file
@@ -215,13 +216,7 @@ def test_profile_cli_bad_input(files, tmp_path, capsys, argv, message):
 def test_benchmark_flop_count_is_the_exported_graphs_matmuls(files):
     """benchmarks/run.py's analytic FLOPs (class-token-only last block) equal twice the
     multiply-adds of the float32 file's matmuls, counted from its tensor shapes."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import run
-    finally:
-        sys.path.pop(0)
+    run = benchmark_module("run")
     summary = tflite_file.read_summary(files["float32"].read_bytes())
     matmuls = ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D")
     counted = sum(analysis.macs(summary, op) for op in summary.operators if op.name in matmuls)
