@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
 # Trace events that wrap or wait for the ops rather than compute.
 NOT_OPS = ("ThunkExecutor", "ThreadpoolListener", "SlinkyThreadPool", "end:")
 
@@ -41,6 +40,8 @@ def is_matmul(kind: str) -> bool:
 
 def model_config(name: str) -> dict:
     if name == "tiny":
+        from run import TINY  # benchmarks/run.py's smoke-test model
+
         return {**TINY, "num_classes": 10}
     from keras_vit.variants import variant_config
 

@@ -124,3 +124,10 @@ def test_xla_profile_writes_the_op_table(tmp_path):
     assert "| op | thread-ms per forward |" in output.with_suffix(".md").read_text()
     again = run_script("xla_profile.py", *argv)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_xla_profile_unknown_model_is_one_line(tmp_path):
+    done = run_script("xla_profile.py", "--model", "X/99", "--output", str(tmp_path / "p.json"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: unknown --model 'X/99'")
+    assert not (tmp_path / "p.json").exists()
