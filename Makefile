@@ -64,6 +64,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --output $(BENCH_OUTPUT) --wait-idle 1200 --force
 	$(BIN)/python benchmarks/kernels.py --output $(basename $(BENCH_OUTPUT))_kernels.json --force
 	$(BIN)/python benchmarks/xla_profile.py --output $(basename $(BENCH_OUTPUT))_xla_profile.json --force
+	$(BIN)/python benchmarks/xla_profile.py --model digits --train --batch 32 --runs 20 \
+		--output $(basename $(BENCH_OUTPUT))_xla_profile_train.json --force
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick --output $(BENCH_OUTPUT) --force

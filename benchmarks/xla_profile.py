@@ -1,18 +1,21 @@
-"""Where an XLA-compiled Keras ViT forward spends its time, per compiled op.
+"""Where an XLA-compiled Keras ViT forward or training step spends its time, per op.
 
     python benchmarks/xla_profile.py [--model B/16] [--batch 1] [--threads 2] [--runs 5]
-        [--output xla_profile.json] [--force]
+        [--train] [--output xla_profile.json] [--force]
 
 `benchmarks/run.py` times whole models and `benchmarks/kernels.py` single matmuls; this
-script looks inside one compiled forward (`keras_vit.inference.predict_function`, XLA). It
-turns on XLA:CPU's per-op trace events (`--xla_cpu_enable_xprof_traceme`, added to
-`XLA_FLAGS` before TensorFlow loads), records `--runs` forwards with the TensorFlow
-profiler, and sums the events of the compute threads by op: matmuls (`MatMul`, `dot`) and
-each kind of fused loop, named by XLA after its ops (`subtract_exponential` is
-the softmax's `exp(x - max)`, `copy_bitcast` a transpose). Times are thread-milliseconds per
-forward: two ops that ran side by side on two threads both count, so the column can add up
-to more than the wall time, which is reported beside it (median of untraced forwards).
-`--model tiny` is a 32 px, 2-block model for a smoke test.
+script looks inside one compiled forward (`keras_vit.inference.predict_function`, XLA) or,
+with `--train`, one compiled `model.fit` step (Adam and sparse cross entropy, as
+`benchmarks/run.py` trains: forward, backward and the optimizer update). It turns on
+XLA:CPU's per-op trace events (`--xla_cpu_enable_xprof_traceme`, added to `XLA_FLAGS`
+before TensorFlow loads), records `--runs` calls with the TensorFlow profiler, and sums the
+events of the compute threads by op: matmuls (`MatMul`, `dot`) and each kind of fused loop,
+named by XLA after its ops (`subtract_exponential` is the softmax's `exp(x - max)`,
+`copy_bitcast` a transpose, `wrapped_reduce-window` the first half of a LayerNorm mean that
+XLA splits in two). Times are thread-milliseconds per call: two ops that ran side by side on
+two threads both count, so the column can add up to more than the wall time, which is
+reported beside it (median of untraced calls). `--model digits` is `benchmarks/run.py`'s
+digits ViT, `--model tiny` a 32 px, 2-block model for a smoke test.
 """
 
 from __future__ import annotations
@@ -34,15 +37,16 @@ NOT_OPS = ("ThunkExecutor", "ThreadpoolListener", "SlinkyThreadPool", "end:")
 
 
 def is_matmul(kind: str) -> bool:
-    """XLA:CPU's dot thunks (`MatMul`) and dot fusions (`dot`, `dot_add_fusion`, ...)."""
-    return kind == "MatMul" or kind.startswith("dot")
+    """XLA:CPU's dot thunks (`MatMul`, `MatMul_1`, ...) and dot fusions (`dot`,
+    `dot_add_fusion`, ...)."""
+    return re.fullmatch(r"MatMul(_\d+)?", kind) is not None or kind.startswith("dot")
 
 
 def model_config(name: str) -> dict:
-    if name == "tiny":
-        from run import TINY  # benchmarks/run.py's smoke-test model
+    if name in ("tiny", "digits"):
+        from run import DIGITS, TINY  # benchmarks/run.py's models
 
-        return {**TINY, "num_classes": 10}
+        return {**(TINY if name == "tiny" else DIGITS), "num_classes": 10}
     from keras_vit.variants import variant_config
 
     return {**variant_config(name), "image_size": 224, "num_classes": 1000}
@@ -74,7 +78,28 @@ def op_times(xspace_path: Path, runs: int) -> dict[str, dict]:
     }
 
 
-def profile(config: dict, batch: int, threads: int, runs: int) -> dict:
+def train_step(model, images: np.ndarray):
+    """One XLA-compiled `model.fit` step on `images` (random labels), as a no-argument call."""
+    import keras
+    import tensorflow as tf
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    labels = np.random.default_rng(1).integers(0, model.num_classes, len(images), np.int32)
+    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+    model.make_train_function()
+
+    def step():
+        logs = model.train_function(iterator)
+        return [np.asarray(value) for value in tf.nest.flatten(logs)]  # wait for the step
+
+    return step
+
+
+def profile(config: dict, batch: int, threads: int, runs: int, train: bool = False) -> dict:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -83,16 +108,23 @@ def profile(config: dict, batch: int, threads: int, runs: int) -> dict:
     from keras_vit.inference import predict_function
 
     model = keras_vit.ViT(**config, seed=0)
-    predict = predict_function(model, jit_compile=True)
     images = np.random.default_rng(0).uniform(-1, 1, (batch, *model.image_size, 3))
     images = images.astype(np.float32)
+    if train:
+        call = train_step(model, images)
+    else:
+        predict = predict_function(model, jit_compile=True)
+
+        def call():
+            return predict(images)
+
     from peer_timm import times_ms  # beside this file; imports no TensorFlow or torch
 
-    wall = float(np.median(times_ms(lambda: predict(images), max(runs, 5), 3)))
+    wall = float(np.median(times_ms(call, max(runs, 5), 3)))
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         for _ in range(runs):
-            predict(images)
+            call()
         tf.profiler.experimental.stop()
         (xspace,) = Path(logdir).glob("plugins/profile/*/*.xplane.pb")
         ops = op_times(xspace, runs)
@@ -102,16 +134,17 @@ def profile(config: dict, batch: int, threads: int, runs: int) -> dict:
 
 def table(results: dict) -> str:
     p = results["profile"]
+    what = "training step" if results.get("train") else "forward"
     lines = [
-        f"# XLA forward profile: {results['model']}, batch {results['batch']}",
+        f"# XLA {what} profile: {results['model']}, batch {results['batch']}",
         "",
         f"`{results['command']}` on {results['date']}; {results['machine']}; "
-        f"{results['threads']} threads; {results['runs']} traced forwards.",
+        f"{results['threads']} threads; {results['runs']} traced {what}s.",
         "",
-        f"Wall time {p['wall_ms']:.2f} ms per forward (median, untraced); matmuls "
+        f"Wall time {p['wall_ms']:.2f} ms per {what} (median, untraced); matmuls "
         f"{p['matmul_ms']:.2f} thread-ms.",
         "",
-        "| op | thread-ms per forward | events per forward |",
+        f"| op | thread-ms per {what} | events per {what} |",
         "|---|---|---|",
     ]
     for kind, v in p["ops"].items():
@@ -121,8 +154,13 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="B/16", help="a variant name such as B/16, or tiny")
+    parser.add_argument(
+        "--model", default="B/16", help="a variant name such as B/16, or digits, or tiny"
+    )
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument(
+        "--train", action="store_true", help="profile a model.fit step, not a forward"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--output", default="xla_profile.json")
@@ -154,7 +192,8 @@ def main(argv=None) -> int:
         "batch": args.batch,
         "threads": args.threads,
         "runs": args.runs,
-        "profile": profile(config, args.batch, args.threads, args.runs),
+        "train": args.train,
+        "profile": profile(config, args.batch, args.threads, args.runs, args.train),
     }
     from keras_vit import artifacts
 

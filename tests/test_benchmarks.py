@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,19 +112,30 @@ def kernel_cases():
     return benchmark_module("kernels").CASES
 
 
-def test_xla_profile_writes_the_op_table(tmp_path):
+@pytest.mark.parametrize("train", [False, True], ids=["forward", "train"])
+def test_xla_profile_writes_the_op_table(tmp_path, train):
     output = tmp_path / "profile.json"
     argv = ["--model", "tiny", "--runs", "2", "--output", str(output)]
+    argv += ["--train", "--batch", "4"] if train else []
     done = run_script("xla_profile.py", *argv)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(output.read_text())
+    assert results["train"] is train
     profile = results["profile"]
     assert profile["wall_ms"] > 0 and profile["matmul_ms"] > 0
-    assert "MatMul" in profile["ops"] or any(k.startswith("dot") for k in profile["ops"])
+    xla_profile = benchmark_module("xla_profile")
+    assert any(xla_profile.is_matmul(kind) for kind in profile["ops"])
     assert all(v["ms"] >= 0 and v["count"] > 0 for v in profile["ops"].values())
-    assert "| op | thread-ms per forward |" in output.with_suffix(".md").read_text()
+    what = "training step" if train else "forward"
+    assert f"| op | thread-ms per {what} |" in output.with_suffix(".md").read_text()
     again = run_script("xla_profile.py", *argv)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_xla_profile_counts_every_matmul_thunk():
+    is_matmul = benchmark_module("xla_profile").is_matmul
+    assert all(map(is_matmul, ["MatMul", "MatMul_1", "MatMul_12", "dot", "dot_add_fusion"]))
+    assert not any(map(is_matmul, ["MatMulx", "copy_bitcast_fusion", "wrapped_reduce-window"]))
 
 
 def test_xla_profile_unknown_model_is_one_line(tmp_path):
