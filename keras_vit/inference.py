@@ -11,15 +11,15 @@ Example:
 >>> predict = keras_vit.inference.predict_function(model)
 >>> logits = predict(images)  # float32 [batch, 224, 224, 3] in [-1, 1] -> NumPy logits
 
-`inference_forward(model, images)` is the forward it compiles: the model's own layers in
-order, but with class-token pooling (the default) the last `TransformerBlock` computes the
-class token only (`class_token_only=True`), the one token the head reads: 6.9 % fewer
-multiply-adds for a 12-block ViT at 224, 19 % for a 4-block one, the same outputs to float
-rounding. The Keras model itself keeps the full last block, so `model.fit` computes what it
-always did and a seeded training run repeats its weights.
+The forward is the model's own inference call, `model(images, training=False)`: with
+class-token pooling (the default) its last `TransformerBlock` computes the class token only
+(`class_token_only=True`), the one token the head reads: 6.9 % fewer multiply-adds for a
+12-block ViT at 224, 19 % for a 4-block one, the same outputs to float rounding. `predict`,
+`evaluate` and `model(images)` get the same; `model.fit` (`training=True`) computes the full
+last block, as it always did, so a seeded training run repeats its weights.
 
 Through Keras's own API, `model.compile(jit_compile=True)` then
-`model.predict_on_batch(images)` also compiles the forward, with the full last block.
+`model.predict_on_batch(images)` also compiles this forward.
 """
 
 from __future__ import annotations
@@ -32,13 +32,10 @@ from keras_vit.model import VisionTransformer
 
 
 def inference_forward(model: VisionTransformer, images):
-    """`model(images, training=False)`, with the last block computing the class token only.
+    """`model(images, training=False)`: the inference forward that `predict_function` compiles.
 
-    The functional graph of a `VisionTransformer` is a chain (each layer reads the previous
-    one's output), so its layers are called in order; with `pooling="token"` the last
-    `TransformerBlock` gets `class_token_only=True` and returns `(batch, 1, hidden_size)`,
-    from which the encoder norm, the pooling and the head compute what they would from the
-    full `(batch, tokens, hidden_size)`.
+    With `pooling="token"` the model's own `call` has the last `TransformerBlock` compute
+    the class token only (`VisionTransformer.call`).
 
     Args:
         model: a `VisionTransformer`.
@@ -47,14 +44,7 @@ def inference_forward(model: VisionTransformer, images):
     Returns:
         The model's outputs (logits, probabilities or pooled features), as a tensor.
     """
-    last_block = f"encoderblock_{model.num_layers - 1}" if model.pooling == "token" else None
-    x = images
-    for layer in model.layers[1:]:  # layers[0] is the Input
-        if layer.name == last_block:
-            x = layer(x, training=False, class_token_only=True)
-        else:
-            x = layer(x, training=False)
-    return x
+    return model(images, training=False)
 
 
 def predict_function(

@@ -231,6 +231,29 @@ class VisionTransformer(keras.Model):
             self._check_images(images)
         return super().__call__(*args, **kwargs)
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        """The functional graph; at inference, the last block computes the class token only.
+
+        With class-token pooling the head reads token 0 alone, so outside training
+        (`training` False or None: `predict`, `evaluate`, `model(images)`) the last
+        `TransformerBlock` is called with `class_token_only=True` and the layers after it
+        work on `(batch, 1, hidden_size)`: the same outputs to float rounding, and the same
+        gradients, with 6.9 % fewer multiply-adds at 12 blocks (19 % at 4). Training
+        (`model.fit`, `training=True`) runs the full graph, so a seeded run repeats the
+        weights it always did.
+        """
+        training_call = not (training is None or training is False)  # True, or a tensor
+        if training_call or mask is not None or kwargs or self.pooling != "token":
+            return super().call(inputs, training=training, mask=mask, **kwargs)
+        last_block = f"encoderblock_{self.num_layers - 1}"
+        x = inputs
+        for layer in self.layers[1:]:  # a chain: each layer reads the one before; [0] is Input
+            if layer.name == last_block:
+                x = layer(x, training=training, class_token_only=True)
+            else:
+                x = layer(x, training=training)
+        return x
+
     def get_config(self) -> dict:
         return {
             "name": self.name,

@@ -1,4 +1,5 @@
-"""keras_vit.inference: the compiled forward equals the model."""
+"""keras_vit.inference and the model's inference call: the class-token-only last block
+equals the full functional graph; `model.fit` runs the full graph."""
 
 import keras
 import numpy as np
@@ -8,6 +9,7 @@ from conftest import TINY
 import keras_vit
 from keras_vit import layers
 from keras_vit.inference import inference_forward, predict_function
+from keras_vit.model import VisionTransformer
 
 
 @pytest.mark.parametrize("jit_compile", [True, False])
@@ -18,8 +20,7 @@ def test_predict_function_equals_the_model(jit_compile, rng):
     predict = predict_function(model, jit_compile=jit_compile)
     for batch in (1, 3):
         images = rng.uniform(-1, 1, (batch, 32, 32, 3)).astype("float32")
-        expected = keras.ops.convert_to_numpy(model(images, training=False))
-        np.testing.assert_allclose(predict(images), expected, atol=1e-5)
+        np.testing.assert_allclose(predict(images), full_graph(model, images), atol=1e-5)
     assert predict.jit_compile is jit_compile
 
 
@@ -30,6 +31,24 @@ def test_predict_function_bad_input():
         predict(np.zeros((1, 16, 16, 3), np.float32))
     with pytest.raises(TypeError, match="Expected a keras_vit VisionTransformer"):
         predict_function(keras.Sequential([keras.layers.Dense(2)]))
+
+
+def full_graph(model, images):
+    """The functional graph as built, every token through every block."""
+    return keras.ops.convert_to_numpy(super(VisionTransformer, model).call(images, training=False))
+
+
+def spy_on_blocks(monkeypatch) -> list:
+    """Records `(block name, class_token_only)` for every TransformerBlock call (or trace)."""
+    calls = []
+    block_call = layers.TransformerBlock.call
+
+    def spy(self, x, *args, class_token_only=False, **kwargs):
+        calls.append((self.name, class_token_only))
+        return block_call(self, x, *args, class_token_only=class_token_only, **kwargs)
+
+    monkeypatch.setattr(layers.TransformerBlock, "call", spy)
+    return calls
 
 
 @pytest.mark.parametrize(
@@ -48,18 +67,31 @@ def test_inference_forward_equals_the_model(overrides, rng, monkeypatch):
     model = keras_vit.ViT(**{"num_classes": 5, "seed": 0, **TINY, **overrides})
     for weight in model.weights:
         weight.assign(rng.normal(0.0, 0.2, weight.shape).astype("float32"))
-    calls = []
-    block_call = layers.TransformerBlock.call
-
-    def spy(self, x, *args, class_token_only=False, **kwargs):
-        calls.append((self.name, class_token_only))
-        return block_call(self, x, *args, class_token_only=class_token_only, **kwargs)
-
     images = rng.uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
-    expected = keras.ops.convert_to_numpy(model(images, training=False))
-    monkeypatch.setattr(layers.TransformerBlock, "call", spy)
+    expected = full_graph(model, images)
+    calls = spy_on_blocks(monkeypatch)
     actual = keras.ops.convert_to_numpy(inference_forward(model, images))
     atol = 2e-2 if "dtype" in overrides else 1e-5
     np.testing.assert_allclose(actual, expected, atol=atol)
     token = model.pooling == "token"
     assert calls == [("encoderblock_0", False), ("encoderblock_1", token)]
+    calls.clear()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images)), expected, atol=atol)
+    assert calls == [("encoderblock_0", False), ("encoderblock_1", token)]
+
+
+def test_fit_runs_the_full_graph_predict_and_evaluate_the_class_token(rng, monkeypatch):
+    model = keras_vit.ViT(num_classes=5, seed=0, **TINY)
+    images = rng.uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 5, 8)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    calls = spy_on_blocks(monkeypatch)
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+    assert set(calls) == {("encoderblock_0", False), ("encoderblock_1", False)}
+    calls.clear()
+    predicted = model.predict(images, batch_size=4, verbose=0)
+    assert set(calls) == {("encoderblock_0", False), ("encoderblock_1", True)}
+    np.testing.assert_allclose(predicted, full_graph(model, images), atol=1e-5)
+    calls.clear()
+    model.evaluate(images, labels, batch_size=4, verbose=0)
+    assert set(calls) == {("encoderblock_0", False), ("encoderblock_1", True)}
