@@ -594,16 +594,23 @@ class StepTimer:
         return timer
 
 
-def keras_fit_timer(model, images, labels, plan: Plan, jit_compile):
-    """Timer of `model.fit` steps on in-memory batches (Adam, cross entropy)."""
+def compile_for_training(model, jit_compile) -> None:
+    """What every Keras training row trains with: Adam(1e-3), sparse cross entropy on logits
+    (timm's rows: the same, in `peer_timm.py`)."""
     import keras
-    import tensorflow as tf
 
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_compile,
     )
+
+
+def keras_fit_timer(model, images, labels, plan: Plan, jit_compile):
+    """Timer of `model.fit` steps on in-memory batches (Adam, cross entropy)."""
+    import tensorflow as tf
+
+    compile_for_training(model, jit_compile)
     dataset = (
         tf.data.Dataset.from_tensor_slices((images, labels))
         .repeat()

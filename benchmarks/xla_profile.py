@@ -80,14 +80,10 @@ def op_times(xspace_path: Path, runs: int) -> dict[str, dict]:
 
 def train_step(model, images: np.ndarray):
     """One XLA-compiled `model.fit` step on `images` (random labels), as a no-argument call."""
-    import keras
     import tensorflow as tf
+    from run import compile_for_training  # benchmarks/run.py's training setup
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
-    )
+    compile_for_training(model, jit_compile=True)
     labels = np.random.default_rng(1).integers(0, model.num_classes, len(images), np.int32)
     iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
     model.make_train_function()
