@@ -52,8 +52,8 @@ def predict_function(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A compiled inference forward of `model` (dropout off), traced once per input shape.
 
-    The forward is `inference_forward`: the model's layers, with the last block computing
-    the class token only when the model pools by class token.
+    The forward is `inference_forward`, `model(images, training=False)`: with class-token
+    pooling its last block computes the class token only (`VisionTransformer.call`).
 
     Args:
         model: a `VisionTransformer` (any head, any image size).
