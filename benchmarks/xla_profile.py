@@ -15,8 +15,8 @@ named by XLA after its ops (`subtract_exponential` is the softmax's `exp(x - max
 splits in two: LayerNorm means, and in training the LayerNorm-scale and bias gradients
 summed over the batch's rows). Times are thread-milliseconds per call: two ops that ran
 side by side on two threads both count, so the column can add up to more than the wall
-time, which is reported beside it (median of untraced calls). `--model digits` is `benchmarks/run.py`'s
-digits ViT, `--model tiny` a 32 px, 2-block model for a smoke test.
+time, which is reported beside it (median of untraced calls). `--model digits` is
+`benchmarks/run.py`'s digits ViT, `--model tiny` a 32 px, 2-block model for a smoke test.
 """
 
 from __future__ import annotations
