@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
     parser.add_argument(
+        "--train-class-token-only",
+        action="store_true",
+        help="train the last block on the class token alone (faster, same gradients)",
+    )
+    parser.add_argument(
         "--strategy",
         default="auto",
         choices=distribute.STRATEGIES,
@@ -121,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             mixed_precision=args.mixed_precision,
             jit_compile=args.jit_compile,
+            train_class_token_only=args.train_class_token_only,
         )
         result = training.train(
             config,

@@ -21,7 +21,13 @@ INFERENCE_IMPLS = {
     "keras-hub",
     "timm",
 }
-TRAINING_IMPLS = {"keras-vit (TF graph)", "keras-vit (XLA)", "keras-hub", "timm"}
+TRAINING_IMPLS = {
+    "keras-vit (TF graph)",
+    "keras-vit (XLA)",
+    "keras-vit (XLA, train_class_token_only)",
+    "keras-hub",
+    "timm",
+}
 
 
 def run_script(name: str, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -62,6 +62,9 @@ def test_train_and_evaluate_cli(tmp_path, capsys):
     # Resuming with another batch size names the key that differs.
     assert train.main([*args, "--batch-size", "2", *NANO_FLAGS, "--resume"]) == 1
     assert "batch_size (4 in checkpoint, 2 now)" in _one_line_error(capsys)
+    flags = [*args, "--batch-size", "4", *NANO_FLAGS, "--train-class-token-only", "--resume"]
+    assert train.main(flags) == 1
+    assert "train_class_token_only (False in checkpoint, True now)" in _one_line_error(capsys)
 
     (out / "metrics.json").unlink()
     assert evaluate.main([str(out)]) == 0

@@ -95,3 +95,40 @@ def test_fit_runs_the_full_graph_predict_and_evaluate_the_class_token(rng, monke
     calls.clear()
     model.evaluate(images, labels, batch_size=4, verbose=0)
     assert set(calls) == {("encoderblock_0", False), ("encoderblock_1", True)}
+
+
+def test_train_class_token_only_fits_on_the_class_token_with_the_same_gradients(rng, monkeypatch):
+    import tensorflow as tf
+
+    model = keras_vit.ViT(num_classes=5, seed=0, train_class_token_only=True, **TINY)
+    for weight in model.weights:
+        weight.assign(rng.normal(0.0, 0.2, weight.shape).astype("float32"))
+    images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 5, 4)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss_and_gradients(forward):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, forward(images, training=True))
+        return loss, tape.gradient(loss, model.trainable_weights)
+
+    loss, gradients = loss_and_gradients(model)
+    full_loss, full_gradients = loss_and_gradients(super(VisionTransformer, model).call)
+    np.testing.assert_allclose(loss, full_loss, rtol=1e-5)
+    assert len(gradients) == len(full_gradients) > 0
+    for weight, grad, full in zip(model.trainable_weights, gradients, full_gradients, strict=True):
+        np.testing.assert_allclose(grad, full, atol=1e-5, err_msg=weight.path)
+
+    model.compile("adam", loss_fn)
+    calls = spy_on_blocks(monkeypatch)
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+    assert set(calls) == {("encoderblock_0", False), ("encoderblock_1", True)}
+    clone = VisionTransformer.from_config(model.get_config())
+    assert clone.train_class_token_only is True
+
+
+def test_train_class_token_only_bad_values():
+    with pytest.raises(ValueError, match=r"needs pooling='token'.*pooling='gap'"):
+        keras_vit.ViT(num_classes=5, pooling="gap", train_class_token_only=True, **TINY)
+    with pytest.raises(ValueError, match="Expected `train_class_token_only` to be True or False"):
+        keras_vit.ViT(num_classes=5, train_class_token_only="yes", **TINY)

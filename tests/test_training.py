@@ -135,6 +135,18 @@ def test_output_folder_rules(trained, tmp_path, image_folder):
     assert "\n" not in message
     assert "epochs (3 in checkpoint, 4 now)" in message
     assert "learning_rate (0.001 in checkpoint, 0.5 now)" in message
+    # A checkpoint written before a setting existed resumes under that setting's default.
+    stored = json.loads((copy / artifacts.CONFIG_FILE).read_text())
+    del stored["training"]["train_class_token_only"]
+    (copy / artifacts.CONFIG_FILE).write_text(json.dumps(stored))
+    assert training._differences(stored["training"], config.to_json()) == []
+    with pytest.raises(training.TrainingError, match=r"train_class_token_only \(False in"):
+        training.train(
+            nano_config(str(image_folder), epochs=3, train_class_token_only=True),
+            copy,
+            resume=True,
+            verbose=0,
+        )
     with pytest.raises(training.TrainingError, match="either --resume or --overwrite"):
         training.train(config, copy, resume=True, overwrite=True, verbose=0)
     # Resuming a finished run does nothing and returns its metrics.
@@ -211,6 +223,9 @@ def test_build_training_model_options():
     assert model.jit_compile is True
     assert model.get_layer("encoderblock_0").compute_dtype == "bfloat16"
     assert model.output.dtype == "float32"
+    assert model.train_class_token_only is False
+    fast = nano_config("digits", train_class_token_only=True)
+    assert training.build_model(fast, num_classes=10).train_class_token_only is True
     scratch = training.build_training_model(nano_config("digits"), 10, 5)
     assert isinstance(scratch.optimizer, keras.optimizers.AdamW)
     assert scratch.optimizer.weight_decay == 0.05
