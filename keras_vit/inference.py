@@ -14,9 +14,10 @@ Example:
 The forward is the model's own inference call, `model(images, training=False)`: with
 class-token pooling (the default) its last `TransformerBlock` computes the class token only
 (`class_token_only=True`), the one token the head reads: 6.9 % fewer multiply-adds for a
-12-block ViT at 224, 19 % for a 4-block one, the same outputs to float rounding. `predict`,
+12-block ViT at 224, 18-19 % for a 4-block one, the same outputs to float rounding. `predict`,
 `evaluate` and `model(images)` get the same; `model.fit` (`training=True`) computes the full
-last block, as it always did, so a seeded training run repeats its weights.
+last block, as it always did, so a seeded training run repeats its weights (unless the model
+was built with `train_class_token_only=True`, the opt-in for training).
 
 Through Keras's own API, `model.compile(jit_compile=True)` then
 `model.predict_on_batch(images)` also compiles this forward.

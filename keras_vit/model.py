@@ -250,7 +250,7 @@ class VisionTransformer(keras.Model):
         (`training` False or None: `predict`, `evaluate`, `model(images)`) the last
         `TransformerBlock` is called with `class_token_only=True` and the layers after it
         work on `(batch, 1, hidden_size)`: the same outputs to float rounding, and the same
-        gradients, with 6.9 % fewer multiply-adds at 12 blocks (19 % at 4). Training
+        gradients, with 6.9 % fewer multiply-adds at 12 blocks (18-19 % at 4). Training
         (`model.fit`, `training=True`) runs the full graph unless the model was built with
         `train_class_token_only=True`, so a seeded run repeats the weights it always did.
         """
@@ -359,7 +359,7 @@ def ViT(
             run the last block on the class token alone, as inference always does: the
             same loss and gradients to float rounding, with the last block's queries,
             attention output and MLP computed for one token instead of all (6.9 % fewer
-            multiply-adds in a 12-block forward and backward, 19 % at 4 blocks). Off by
+            multiply-adds in a 12-block forward and backward, 18-19 % at 4 blocks). Off by
             default: the rounding differs, so a seeded run would no longer repeat the
             weights of a run made without it.
         dtype: a dtype policy for every layer (e.g. `"mixed_bfloat16"`), or None for the
