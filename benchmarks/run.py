@@ -677,13 +677,12 @@ def training_rows(plan: Plan, peer: Peer | None, peer_reason: str | None, tmp: P
                 impls["timm"] = timm_train
             else:
                 missing.append(("timm", peer_reason or "no peer interpreter"))
-            flops = 3 * forward_flops(config)  # `model.fit` trains the full last block
+            # Backward ~ twice the forward. `model.fit` trains the full last block, except in
+            # the opt-in row.
+            flops = 3 * forward_flops(config)
             for r in interleaved_rows(name, impls, plan, section="training"):
-                # Backward ~ twice the forward; the opt-in row's last block does less work.
-                if r["impl"] == CLASS_TOKEN_TRAINING:
-                    r["train_flops_per_image"] = 3 * forward_flops(config, class_token_only=True)
-                else:
-                    r["train_flops_per_image"] = flops
+                opt_in = r["impl"] == CLASS_TOKEN_TRAINING
+                r["train_flops_per_image"] = 3 * forward_flops(config, class_token_only=opt_in)
                 r["step_ms"] = r.pop("median_ms")
                 r["images_per_s"] = plan.train_batch / (r["step_ms"] / 1000.0)
                 rows.append(r)
