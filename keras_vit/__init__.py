@@ -1,37 +1,54 @@
-"""keras-vit: the Vision Transformer for Keras 3, faithful to Google's checkpoints."""
+"""keras-vit: the Vision Transformer for Keras 3, faithful to Google's checkpoints.
 
-from keras_vit import checkpoints, layers
-from keras_vit.model import VisionTransformer, ViT
-from keras_vit.variants import (
-    VARIANTS,
-    ViT_B8,
-    ViT_B16,
-    ViT_B32,
-    ViT_H14,
-    ViT_L16,
-    ViT_L32,
-    ViT_S16,
-    ViT_S32,
-    ViT_Ti16,
-    variant_config,
-)
+Importing the package is cheap: the names below are loaded on first use (PEP 562), so
+TensorFlow-free modules such as `keras_vit.images` and the CLIs' `--help` do not import
+Keras. `import keras_vit.model` (or touching `keras_vit.ViT`) registers the custom layers
+with Keras, which loading a `.keras` file needs.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "VARIANTS",
-    "ViT",
-    "ViT_B8",
-    "ViT_B16",
-    "ViT_B32",
-    "ViT_H14",
-    "ViT_L16",
-    "ViT_L32",
-    "ViT_S16",
-    "ViT_S32",
-    "ViT_Ti16",
-    "VisionTransformer",
-    "checkpoints",
-    "layers",
-    "variant_config",
-]
+# Public name -> the module that defines it; submodules map to themselves.
+_EXPORTS = {
+    "VARIANTS": "keras_vit.variants",
+    "ViT": "keras_vit.variants",
+    "ViT_B8": "keras_vit.variants",
+    "ViT_B16": "keras_vit.variants",
+    "ViT_B32": "keras_vit.variants",
+    "ViT_H14": "keras_vit.variants",
+    "ViT_L16": "keras_vit.variants",
+    "ViT_L32": "keras_vit.variants",
+    "ViT_S16": "keras_vit.variants",
+    "ViT_S32": "keras_vit.variants",
+    "ViT_Ti16": "keras_vit.variants",
+    "from_npz": "keras_vit.variants",
+    "decode_predictions": "keras_vit.imagenet",
+    "variant_config": "keras_vit.variants",
+    "VisionTransformer": "keras_vit.model",
+    "checkpoints": None,
+    "imagenet": None,
+    "layers": None,
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_vit' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    value = (
+        importlib.import_module(f"keras_vit.{name}")
+        if module is None
+        else getattr(importlib.import_module(module), name)
+    )
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -157,7 +157,7 @@ class CheckpointDir:
         """Loads `model.keras` (safe mode) as a `VisionTransformer`."""
         import keras
 
-        import keras_vit  # noqa: F401  (registers the custom layers)
+        import keras_vit.model  # noqa: F401  (registers the custom layers)
 
         return keras.saving.load_model(self.model_path, safe_mode=True)
 

@@ -18,21 +18,16 @@ from typing import Literal
 import keras
 from keras import ops
 
+# Local short names for the shared checks (the public ones live in keras_vit.validation).
+from keras_vit.validation import check_positive_int as _check_positive_int
+from keras_vit.validation import check_rate as _check_rate
+from keras_vit.validation import sub_seed as _sub_seed
+
 GeluForm = Literal["tanh", "erf", "logistic"]
 GELU_FORMS: tuple[str, ...] = ("tanh", "erf", "logistic")
 
 # sqrt(2 / pi), the constant of the tanh approximation of GELU.
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
-
-
-def _check_rate(name: str, value) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"Expected `{name}` to be a float in [0, 1). Received: {name}={value!r}")
 
 
 def _check_num_queries(num_queries, tokens) -> int:
@@ -53,11 +48,6 @@ def _attention_output_spec(layer, x, shape, return_attention_scores: bool):
         return output
     scores_shape = (x.shape[0], layer.num_heads, shape[1], x.shape[1])
     return output, keras.KerasTensor(scores_shape, dtype=layer.compute_dtype)
-
-
-def _sub_seed(seed: int | None, offset: int) -> int | None:
-    """Derives a stable per-sublayer seed from a layer seed (None stays None)."""
-    return None if seed is None else seed + offset
 
 
 def gelu(x, form: GeluForm = "tanh"):

@@ -1,24 +1,27 @@
 """The Vision Transformer as a functional Keras model.
 
-`ViT(...)` builds a `VisionTransformer`: a functional `keras.Model` (its layers, summary,
-plotting and `.keras` saving behave as for any functional model) whose config holds the
-architecture arguments, so `from_config` rebuilds it and export code can rebuild the same
-weights with another graph formulation (`gelu="logistic"`, say).
+`VisionTransformer` is a functional `keras.Model` (its layers, summary, plotting and
+`.keras` saving behave as for any functional model) whose config holds the architecture
+arguments, so `from_config` rebuilds it and export code can rebuild the same weights with
+another graph formulation (`gelu="logistic"`, say). This module is the bottom of the model
+code: it imports the layers and nothing that loads weights. `keras_vit.ViT(...)` and the
+named variants (`keras_vit.variants`) build it; `keras_vit.checkpoints` loads weights into it.
 
 Graph, as the original JAX code (`vit_jax/models_vit.py`):
 
-    images -> Patches -> PatchEncoder (projection, class token, position embedding)
+    images -> [preprocessing: (x - 127.5) / 127.5] -> Patches
+           -> PatchEncoder (projection, class token, position embedding)
            -> Dropout -> TransformerBlock x num_layers -> LayerNorm (encoder_norm)
            -> TokenPooling ("token" or "gap") -> [pre_logits: Dense + tanh] -> head
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Literal
 
 import keras
+import numpy as np
 
 from keras_vit.layers import (
     GELU_FORMS,
@@ -28,17 +31,31 @@ from keras_vit.layers import (
     Patches,
     TokenPooling,
     TransformerBlock,
-    _check_positive_int,
-    _check_rate,
-    _sub_seed,
 )
+from keras_vit.validation import check_positive_int, check_rate, check_seed, sub_seed
 
 Pooling = Literal["token", "gap"]
+
+PIXEL_MEAN = 127.5
+PIXEL_STD = 127.5
+"""`include_preprocessing=True` maps RGB pixels 0..255 to `(pixel - PIXEL_MEAN) / PIXEL_STD`,
+the [-1, 1] range Google's checkpoints were trained on."""
+
+# Losses that expect probabilities unless built with from_logits=True.
+_PROBABILITY_LOSSES = frozenset(
+    {
+        "sparse_categorical_crossentropy",
+        "categorical_crossentropy",
+        "binary_crossentropy",
+        "categorical_focal_crossentropy",
+        "binary_focal_crossentropy",
+    }
+)
 
 
 def _image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(image_size, int) and not isinstance(image_size, bool):
-        _check_positive_int("image_size", image_size)
+        check_positive_int("image_size", image_size)
         return image_size, image_size
     if (
         isinstance(image_size, Sequence)
@@ -52,15 +69,103 @@ def _image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     )
 
 
+def _dtype_policy(dtype) -> keras.DTypePolicy | None:
+    """The dtype policy for `dtype`, refusing anything that does not compute in floats."""
+    if dtype is None:
+        return None
+    try:
+        policy = keras.dtype_policies.get(dtype)
+    except (ValueError, TypeError):
+        policy = None
+    if policy is None or not all(
+        _is_float(d) for d in (policy.compute_dtype, policy.variable_dtype)
+    ):
+        raise ValueError(
+            "Expected `dtype` to be a floating-point dtype or policy such as 'float32' or "
+            f"'mixed_bfloat16'. Received: dtype={dtype!r}"
+        )
+    return policy
+
+
+def _is_float(dtype) -> bool:
+    return keras.backend.is_float_dtype(keras.backend.standardize_dtype(dtype))
+
+
+def _loss_expects_probabilities(loss) -> bool:
+    """Whether `loss` is a crossentropy that reads its predictions as probabilities."""
+    if isinstance(loss, str):
+        return loss in _PROBABILITY_LOSSES
+    if isinstance(loss, keras.losses.Loss):
+        config = loss.get_config()
+        name = getattr(getattr(loss, "fn", None), "__name__", None)
+        return name in _PROBABILITY_LOSSES and not config.get("from_logits", False)
+    return getattr(loss, "__name__", None) in _PROBABILITY_LOSSES
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class VisionTransformer(keras.Model):
     """A Vision Transformer (Dosovitskiy et al., 2020) as a functional Keras model.
 
-    Build it with `keras_vit.ViT(...)` or a named variant such as `keras_vit.ViT_B16(...)`;
-    the arguments are documented on `ViT`. Inputs are float images scaled to [-1, 1],
-    `(batch, height, width, channels)`; outputs are logits `(batch, num_classes)` (or
-    probabilities with `classifier_activation="softmax"`), or pooled features
-    `(batch, hidden_size)` with `include_top=False`.
+    Build it with `keras_vit.ViT(...)` (the same arguments, plus `weights=`) or a named
+    variant such as `keras_vit.ViT_B16(...)`. Defaults are ViT-B/16 at 224x224 with a
+    1000-class head. Initialisation follows the original code: Dense kernels
+    Xavier-uniform, patch embedding LeCun-normal (it is a convolution there), position
+    embedding normal(0.02), class token zeros, head kernel and bias zeros, LayerNorm
+    epsilon 1e-6.
+
+    Inputs are float images scaled to [-1, 1], `(batch, height, width, channels)`, or RGB
+    pixels 0..255 (uint8 or float) with `include_preprocessing=True`. Integer images are
+    refused without it (they would be read as values far outside [-1, 1]). Outputs are
+    logits `(batch, num_classes)` (train them with
+    `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`), probabilities with
+    `classifier_activation="softmax"`, or pooled features `(batch, hidden_size)` with
+    `include_top=False`.
+
+    Args:
+        image_size: an int for square images or a `(height, width)` pair; each side must
+            be divisible by `patch_size`.
+        patch_size: side of the square patches.
+        hidden_size: token width `D`.
+        num_layers: number of transformer blocks.
+        num_heads: attention heads per block; must divide `hidden_size`.
+        mlp_dim: hidden width of each block's MLP.
+        num_classes: width of the classification head.
+        include_top: with False, the model returns pooled features `(batch, D)` (after the
+            representation layer, if any).
+        pooling: `"token"` (class token, the paper's default) or `"gap"` (global average
+            of the patch tokens; such models have no class token, as in the original).
+        representation_size: width of the `pre_logits` Dense + tanh layer before the head,
+            or None for none (the fine-tuned checkpoints have none).
+        dropout: dropout rate after the embeddings, the attention and in the MLPs.
+        attention_dropout: dropout rate on attention probabilities.
+        drop_path_rate: stochastic-depth rate of the last block; it grows linearly from 0
+            at the first block.
+        classifier_activation: activation on the head (e.g. `"softmax"`), or None for
+            logits (the default).
+        layer_norm_epsilon: epsilon of every LayerNorm.
+        gelu: MLP activation form, `"tanh"` (default, as Google's checkpoints were trained),
+            `"erf"` (exact, PyTorch ports) or `"logistic"` (tanh form via sigmoid, for edge
+            accelerators). See `keras_vit.layers.gelu`.
+        num_channels: image channels.
+        seed: an int seeding every initialiser, dropout and drop-path, or None.
+        train_class_token_only: with `pooling="token"`, also in training (`model.fit`)
+            run the last block on the class token alone, as inference always does: the
+            same loss and gradients to float rounding, with the last block's queries,
+            attention output and MLP computed for one token instead of all. Off by
+            default: the rounding differs, so a seeded run would no longer repeat the
+            weights of a run made without it.
+        include_preprocessing: with True, a `preprocessing` layer first in the model maps
+            RGB pixels 0..255 (uint8 or float) to [-1, 1] as `(x - 127.5) / 127.5`
+            (keras.applications style), so the model takes decoded images as they are.
+        dtype: a floating-point dtype policy for every layer (e.g. `"mixed_bfloat16"`), or
+            None for the global policy. Outputs of the head stay float32.
+        name: model name.
+
+    Example:
+    >>> model = keras_vit.VisionTransformer(image_size=32, patch_size=8, hidden_size=32,
+    ...     num_layers=2, num_heads=2, mlp_dim=64, num_classes=10)
+    >>> model(np.zeros((1, 32, 32, 3))).shape
+    TensorShape([1, 10])
     """
 
     def __init__(
@@ -84,6 +189,7 @@ class VisionTransformer(keras.Model):
         num_channels: int = 3,
         seed: int | None = None,
         train_class_token_only: bool = False,
+        include_preprocessing: bool = False,
         dtype=None,
         name: str = "vit",
         **kwargs,
@@ -97,17 +203,18 @@ class VisionTransformer(keras.Model):
             ("mlp_dim", mlp_dim),
             ("num_channels", num_channels),
         ):
-            _check_positive_int(arg, value)
+            check_positive_int(arg, value)
         if include_top:
-            _check_positive_int("num_classes", num_classes)
+            check_positive_int("num_classes", num_classes)
         if representation_size is not None:
-            _check_positive_int("representation_size", representation_size)
+            check_positive_int("representation_size", representation_size)
         for arg, value in (
             ("dropout", dropout),
             ("attention_dropout", attention_dropout),
             ("drop_path_rate", drop_path_rate),
         ):
-            _check_rate(arg, value)
+            check_rate(arg, value)
+        check_seed(seed)
         if height % patch_size or width % patch_size:
             raise ValueError(
                 f"Expected image size divisible by patch_size. "
@@ -126,33 +233,44 @@ class VisionTransformer(keras.Model):
             raise ValueError(f"Expected `gelu` to be one of {GELU_FORMS}. Received: gelu={gelu!r}")
         if classifier_activation is not None:
             keras.activations.get(classifier_activation)  # raises on an unknown name
-        if not isinstance(train_class_token_only, bool):
-            raise ValueError(
-                "Expected `train_class_token_only` to be True or False. "
-                f"Received: train_class_token_only={train_class_token_only!r}"
-            )
+        for arg, value in (
+            ("train_class_token_only", train_class_token_only),
+            ("include_preprocessing", include_preprocessing),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"Expected `{arg}` to be True or False. Received: {arg}={value!r}")
         if train_class_token_only and pooling != "token":
             raise ValueError(
                 "`train_class_token_only=True` needs pooling='token' (with 'gap' the head "
                 f"reads every token). Received: pooling={pooling!r}"
             )
 
-        policy = keras.dtype_policies.get(dtype) if dtype is not None else None
+        policy = _dtype_policy(dtype)
         grid_h, grid_w = height // patch_size, width // patch_size
 
         # === Functional graph ===
         images = keras.Input((height, width, num_channels), name="images")
-        x = Patches(patch_size, dtype=policy, name="patches")(images)
+        x = images
+        if include_preprocessing:
+            # float32 whatever the policy: pixels 0..255 and their scaled values stay exact.
+            x = keras.layers.Normalization(
+                mean=PIXEL_MEAN,
+                variance=PIXEL_STD**2,
+                axis=None,
+                dtype="float32",
+                name="preprocessing",
+            )(x)
+        x = Patches(patch_size, dtype=policy, name="patches")(x)
         x = PatchEncoder(
             grid_h * grid_w,
             hidden_size,
             use_class_token=pooling == "token",
-            seed=_sub_seed(seed, 0),
+            seed=sub_seed(seed, 0),
             dtype=policy,
             name="patch_encoder",
         )(x)
         x = keras.layers.Dropout(
-            dropout, seed=_sub_seed(seed, 1), dtype=policy, name="embedding_dropout"
+            dropout, seed=sub_seed(seed, 1), dtype=policy, name="embedding_dropout"
         )(x)
         for i in range(num_layers):
             # Stochastic depth grows linearly with depth, 0 for the first block.
@@ -165,7 +283,7 @@ class VisionTransformer(keras.Model):
                 drop_path_rate=rate,
                 layer_norm_epsilon=layer_norm_epsilon,
                 gelu=gelu,
-                seed=_sub_seed(seed, 100 * (i + 1)),
+                seed=sub_seed(seed, 100 * (i + 1)),
                 dtype=policy,
                 name=f"encoderblock_{i}",
             )(x)
@@ -175,7 +293,7 @@ class VisionTransformer(keras.Model):
             x = keras.layers.Dense(
                 representation_size,
                 activation="tanh",
-                kernel_initializer=keras.initializers.LecunNormal(seed=_sub_seed(seed, 2)),
+                kernel_initializer=keras.initializers.LecunNormal(seed=sub_seed(seed, 2)),
                 dtype=policy,
                 name="pre_logits",
             )(x)
@@ -219,6 +337,7 @@ class VisionTransformer(keras.Model):
         self.num_channels = num_channels
         self.seed = seed
         self.train_class_token_only = train_class_token_only
+        self.include_preprocessing = include_preprocessing
         self._vit_dtype = None if policy is None else policy.name
 
     @property
@@ -226,7 +345,19 @@ class VisionTransformer(keras.Model):
         """The patch grid `(rows, columns)`."""
         return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
 
-    def _check_images(self, images) -> None:
+    @property
+    def outputs_logits(self) -> bool:
+        """Whether the model ends in a head without an activation (its outputs are logits)."""
+        return self.include_top and self.classifier_activation in (None, "linear")
+
+    def check_images(self, images) -> None:
+        """Raises ValueError (one line) unless `images` fit this model.
+
+        Args:
+            images: an array or tensor `(batch, height, width, channels)` at the model's
+                image size and channel count; floating point, or also integer with
+                `include_preprocessing=True`.
+        """
         shape = tuple(images.shape)
         expected = (*self.image_size, self.num_channels)
         if len(shape) != 4 or tuple(shape[1:]) != expected:
@@ -234,13 +365,27 @@ class VisionTransformer(keras.Model):
                 f"Expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]})"
                 f" for model '{self.name}'. Received: shape={shape}"
             )
+        dtype = getattr(images, "dtype", None)
+        if dtype is None or self.include_preprocessing:
+            return
+        dtype = keras.backend.standardize_dtype(dtype)
+        if not keras.backend.is_float_dtype(dtype):
+            raise ValueError(
+                f"Model '{self.name}' takes float images scaled to [-1, 1]. Received: dtype="
+                f"{dtype}; scale the pixels with (x - 127.5) / 127.5 or build the model with "
+                "include_preprocessing=True"
+            )
+
+    # Deprecated private name, kept for callers outside this module for one release.
+    _check_images = check_images
 
     def __call__(self, *args, **kwargs):
         # Checked here, before Keras wraps exceptions raised inside `call`, so that a wrong
-        # image size or channel count reads as one line.
+        # image size, channel count or dtype reads as one line.
+        args, kwargs = _images_as_array(args, kwargs)
         images = args[0] if args else kwargs.get("inputs")
         if images is not None and hasattr(images, "shape"):
-            self._check_images(images)
+            self.check_images(images)
         return super().__call__(*args, **kwargs)
 
     def call(self, inputs, training=None, mask=None, **kwargs):
@@ -290,6 +435,7 @@ class VisionTransformer(keras.Model):
             "num_channels": self.num_channels,
             "seed": self.seed,
             "train_class_token_only": self.train_class_token_only,
+            "include_preprocessing": self.include_preprocessing,
             "dtype": self._vit_dtype,
         }
 
@@ -297,126 +443,46 @@ class VisionTransformer(keras.Model):
     def from_config(cls, config: dict, custom_objects=None) -> VisionTransformer:
         return cls(**config)
 
+    def compile(self, *args, **kwargs) -> None:
+        """`keras.Model.compile`, refusing a loss that expects probabilities on logits.
 
-def ViT(
-    image_size: int | Sequence[int] = 224,
-    patch_size: int = 16,
-    hidden_size: int = 768,
-    num_layers: int = 12,
-    num_heads: int = 12,
-    mlp_dim: int = 3072,
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling: Pooling = "token",
-    representation_size: int | None = None,
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    drop_path_rate: float = 0.0,
-    classifier_activation: str | None = None,
-    layer_norm_epsilon: float = 1e-6,
-    gelu: GeluForm = "tanh",
-    num_channels: int = 3,
-    seed: int | None = None,
-    train_class_token_only: bool = False,
-    dtype=None,
-    name: str = "vit",
-    weights: str | os.PathLike | None = None,
-) -> VisionTransformer:
-    """Builds a Vision Transformer, optionally with pretrained weights.
+        A head without an activation outputs logits; a crossentropy given as a string
+        (`"sparse_categorical_crossentropy"`) or built with `from_logits=False` would read
+        them as probabilities and the model would learn nothing.
 
-    Defaults are ViT-B/16 at 224x224 with a 1000-class head. Initialisation follows the
-    original code: Dense kernels Xavier-uniform, patch embedding LeCun-normal (it is a
-    convolution there), position embedding normal(0.02), class token zeros, head kernel
-    and bias zeros, LayerNorm epsilon 1e-6.
+        Raises:
+            ValueError: such a loss with `classifier_activation=None` (one line).
+        """
+        loss = kwargs["loss"] if "loss" in kwargs else (args[1] if len(args) > 1 else None)
+        losses = loss.values() if isinstance(loss, dict) else loss
+        losses = losses if isinstance(losses, (list, tuple)) else [losses]
+        if self.outputs_logits and any(_loss_expects_probabilities(item) for item in losses):
+            raise ValueError(
+                f"Model '{self.name}' outputs logits (classifier_activation=None) but the loss "
+                f"expects probabilities. Received: loss={_loss_name(loss)}; use "
+                "keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
+            )
+        super().compile(*args, **kwargs)
 
-    Args:
-        image_size: an int for square images or a `(height, width)` pair; each side must
-            be divisible by `patch_size`.
-        patch_size: side of the square patches.
-        hidden_size: token width `D`.
-        num_layers: number of transformer blocks.
-        num_heads: attention heads per block; must divide `hidden_size`.
-        mlp_dim: hidden width of each block's MLP.
-        num_classes: width of the classification head.
-        include_top: with False, the model returns pooled features `(batch, D)` (after the
-            representation layer, if any).
-        pooling: `"token"` (class token, the paper's default) or `"gap"` (global average
-            of the patch tokens; such models have no class token, as in the original).
-        representation_size: width of the `pre_logits` Dense + tanh layer before the head,
-            or None for none (the fine-tuned checkpoints have none).
-        dropout: dropout rate after the embeddings, the attention and in the MLPs.
-        attention_dropout: dropout rate on attention probabilities.
-        drop_path_rate: stochastic-depth rate of the last block; it grows linearly from 0
-            at the first block.
-        classifier_activation: activation on the head (e.g. `"softmax"`), or None for logits.
-        layer_norm_epsilon: epsilon of every LayerNorm.
-        gelu: MLP activation form, `"tanh"` (default, as Google's checkpoints were trained),
-            `"erf"` (exact, PyTorch ports) or `"logistic"` (tanh form via sigmoid, for edge
-            accelerators). See `keras_vit.layers.gelu`.
-        num_channels: image channels.
-        seed: seed for every initialiser, dropout and drop-path, or None.
-        train_class_token_only: with `pooling="token"`, also in training (`model.fit`)
-            run the last block on the class token alone, as inference always does: the
-            same loss and gradients to float rounding, with the last block's queries,
-            attention output and MLP computed for one token instead of all (6.9 % fewer
-            multiply-adds in a 12-block forward and backward, 18-19 % at 4 blocks). Off by
-            default: the rounding differs, so a seeded run would no longer repeat the
-            weights of a run made without it.
-        dtype: a dtype policy for every layer (e.g. `"mixed_bfloat16"`), or None for the
-            global policy. Outputs of the head stay float32.
-        name: model name.
-        weights: None (random initialisation), the path or URL of an original ViT `.npz`
-            checkpoint, or a published name such as `"imagenet21k"`,
-            `"imagenet21k+imagenet2012"` or `"augreg"`, resolved for the model's variant
-            (see `keras_vit.checkpoints.PRETRAINED`) and downloaded once into the Keras
-            cache. The head is loaded when `num_classes` matches the file's, the position
-            embedding is resized when the patch grid differs; see
-            `keras_vit.checkpoints.load_npz`.
+    def compile_from_config(self, config: dict) -> None:
+        # As `keras.Model.compile_from_config`, which skips a custom `compile`. A saved
+        # model is compiled as it was saved: loading is not the place to refuse its loss.
+        config = keras.saving.deserialize_keras_object(config)
+        super().compile(**config)
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)
 
-    Returns:
-        A `VisionTransformer`, a functional `keras.Model`.
 
-    Example:
-    >>> model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=32, num_layers=2,
-    ...                       num_heads=2, mlp_dim=64, num_classes=10)
-    >>> model(np.zeros((1, 32, 32, 3))).shape
-    TensorShape([1, 10])
-    """
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(
-            "Expected `weights` to be None, a path, a URL or a published name. "
-            f"Received: weights={weights!r}"
-        )
-    model = VisionTransformer(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        mlp_dim=mlp_dim,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        representation_size=representation_size,
-        dropout=dropout,
-        attention_dropout=attention_dropout,
-        drop_path_rate=drop_path_rate,
-        classifier_activation=classifier_activation,
-        layer_norm_epsilon=layer_norm_epsilon,
-        gelu=gelu,
-        num_channels=num_channels,
-        seed=seed,
-        train_class_token_only=train_class_token_only,
-        dtype=dtype,
-        name=name,
-    )
-    if weights is not None:
-        # The one deliberate exception to the import flow layers -> model -> variants ->
-        # checkpoints: `ViT` is the public entry point and takes `weights=`, while the loader
-        # needs the variant table and the model class. Importing it here, only when weights
-        # are asked for, keeps `keras_vit.model` importable without `checkpoints` and avoids
-        # an import cycle; nothing else in the model code looks upward.
-        from keras_vit import checkpoints
+def _loss_name(loss) -> str:
+    if isinstance(loss, (str, dict, list, tuple)):
+        return repr(loss)
+    return getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__)
 
-        checkpoints.load_weights(model, weights)
-    return model
+
+def _images_as_array(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A nested Python list or tuple of pixels as a NumPy array; other inputs unchanged."""
+    if args and isinstance(args[0], (list, tuple)):
+        return (np.asarray(args[0]), *args[1:]), kwargs
+    if isinstance(kwargs.get("inputs"), (list, tuple)):
+        return args, {**kwargs, "inputs": np.asarray(kwargs["inputs"])}
+    return args, kwargs

@@ -49,7 +49,8 @@ import numpy as np
 
 from keras_vit import artifacts, data, distribute, variants
 from keras_vit.evaluate import CURVES_FILE, evaluate_model, plot_history, write_evaluation
-from keras_vit.model import VisionTransformer, ViT
+from keras_vit.model import VisionTransformer
+from keras_vit.variants import ViT
 
 logger = logging.getLogger(__name__)
 

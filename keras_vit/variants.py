@@ -1,74 +1,144 @@
-"""The paper's ViT variants as one table, and a named builder for each.
+"""Building a Vision Transformer: `ViT()`, the named variants and `from_npz()`.
 
-Sizes are those of Table 1 of Dosovitskiy et al. (2020) and the original code's model
-configs (`vit_jax/configs/models.py`); Ti and S come from the follow-up "How to train your
-ViT" (Steiner et al., 2021). Each builder merges its table row with the caller's overrides,
-so `ViT_B16(num_classes=10, image_size=384, dropout=0.1)` is
+The variant table (`VARIANTS`, `variant_config`, from `keras_vit.variant_table`) is
+re-exported here with a builder for each row. Each builder merges its table row with the
+caller's overrides, so `ViT_B16(num_classes=10, image_size=384, dropout=0.1)` is
 `ViT(**VARIANTS["B/16"], num_classes=10, image_size=384, dropout=0.1)`. Every builder takes
 `weights=` as `ViT` does: a checkpoint path or URL, or a published name resolved for that
-variant (`ViT_B16(num_classes=10, image_size=384, weights="imagenet21k")`).
+variant (`ViT_B16(num_classes=10, image_size=384, weights="imagenet21k")`). `from_npz(path)`
+reads the architecture from the checkpoint itself.
+
+This module sits above the model and the checkpoint loaders and is the only one that
+joins them.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
-from types import MappingProxyType
 
-from keras_vit.model import VisionTransformer, ViT
+from keras_vit import checkpoints
+from keras_vit.checkpoints.posemb import PosembMethod, parse_grid
+from keras_vit.model import VisionTransformer
+from keras_vit.variant_table import VARIANTS, builder_name, variant_config, variant_of
 
-_SIZES = {
-    #        hidden_size, num_layers, num_heads, mlp_dim
-    "Ti": (192, 12, 3, 768),
-    "S": (384, 12, 6, 1536),
-    "B": (768, 12, 12, 3072),
-    "L": (1024, 24, 16, 4096),
-    "H": (1280, 32, 16, 5120),
-}
-_VARIANT_NAMES = ("Ti/16", "S/16", "S/32", "B/8", "B/16", "B/32", "L/16", "L/32", "H/14")
-
-
-def _row(variant: str) -> MappingProxyType:
-    size, patch = variant.split("/")
-    hidden_size, num_layers, num_heads, mlp_dim = _SIZES[size]
-    return MappingProxyType(
-        {
-            "patch_size": int(patch),
-            "hidden_size": hidden_size,
-            "num_layers": num_layers,
-            "num_heads": num_heads,
-            "mlp_dim": mlp_dim,
-        }
-    )
+__all__ = [
+    "VARIANTS",
+    "ViT",
+    "ViT_B8",
+    "ViT_B16",
+    "ViT_B32",
+    "ViT_H14",
+    "ViT_L16",
+    "ViT_L32",
+    "ViT_S16",
+    "ViT_S32",
+    "ViT_Ti16",
+    "builder_name",
+    "from_npz",
+    "variant_config",
+    "variant_of",
+]
 
 
-VARIANTS: MappingProxyType = MappingProxyType({name: _row(name) for name in _VARIANT_NAMES})
-"""Architecture of each variant, keyed by its paper name ("B/16", ...)."""
+def ViT(*args, weights: str | os.PathLike | None = None, **kwargs) -> VisionTransformer:
+    """Builds a Vision Transformer, optionally with pretrained weights.
 
-
-def variant_config(variant: str) -> dict:
-    """Returns the architecture arguments of a variant.
+    Takes the arguments of `VisionTransformer` (documented there, in the same order), plus
+    `weights`. Defaults are ViT-B/16 at 224x224 with a 1000-class head.
 
     Args:
-        variant: a paper name such as `"B/16"`, or a builder name such as `"ViT_B16"`.
+        *args, **kwargs: the architecture arguments of `keras_vit.VisionTransformer`.
+        weights: None (random initialisation), the path or URL of an original ViT `.npz`
+            checkpoint, or a published name such as `"imagenet21k"`,
+            `"imagenet21k+imagenet2012"` or `"augreg"`, resolved for the model's variant
+            (see `keras_vit.checkpoints.PRETRAINED`) and downloaded once into the Keras
+            cache. The head is loaded when `num_classes` matches the file's, the position
+            embedding is resized when the patch grid differs; see
+            `keras_vit.checkpoints.load_npz`. To take the architecture from the file
+            itself, use `keras_vit.from_npz`.
 
     Returns:
-        A new dict with `patch_size`, `hidden_size`, `num_layers`, `num_heads`, `mlp_dim`.
+        A `VisionTransformer`, a functional `keras.Model`.
+
+    Example:
+    >>> model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=32, num_layers=2,
+    ...                       num_heads=2, mlp_dim=64, num_classes=10)
+    >>> model(np.zeros((1, 32, 32, 3))).shape
+    TensorShape([1, 10])
     """
-    key = variant
-    if key not in VARIANTS and key.startswith("ViT_"):
-        body = key[len("ViT_") :]
-        split = len(body.rstrip("0123456789"))
-        key = f"{body[:split]}/{body[split:]}"
-    if key not in VARIANTS:
-        names = ", ".join(list(VARIANTS) + [builder_name(v) for v in VARIANTS])
-        raise ValueError(f"Unknown ViT variant {variant!r}. Expected one of: {names}")
-    return dict(VARIANTS[key])
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            "Expected `weights` to be None, a path, a URL or a published name. "
+            f"Received: weights={weights!r}"
+        )
+    model = VisionTransformer(*args, **kwargs)
+    if weights is not None:
+        checkpoints.load_weights(model, weights, variant=variant_of(model))
+    return model
 
 
-def builder_name(variant: str) -> str:
-    """`"B/16"` -> `"ViT_B16"`."""
-    return "ViT_" + variant.replace("/", "")
+def _vit_signature() -> inspect.Signature:
+    """`VisionTransformer`'s parameters (without `self` and `**kwargs`) plus `weights`."""
+    params = [
+        p
+        for name, p in inspect.signature(VisionTransformer.__init__).parameters.items()
+        if name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    weights = inspect.Parameter(
+        "weights", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None"
+    )
+    return inspect.Signature([*params, weights], return_annotation=VisionTransformer)
+
+
+ViT.__signature__ = _vit_signature()
+
+
+def from_npz(
+    path: str | os.PathLike,
+    posemb_method: PosembMethod = "zoom",
+    source_grid: int | Sequence[int] | None = None,
+    **overrides,
+) -> VisionTransformer:
+    """Builds a model with the architecture of an original ViT `.npz` and loads it.
+
+    The architecture comes from `keras_vit.checkpoints.read_architecture`; `overrides`
+    replace any of its arguments or add others. A different `num_classes` gives a new,
+    zero-initialised head; a different `image_size` resamples the position embedding.
+    A file without a head builds a model with `include_top=False` unless `num_classes`
+    is given.
+
+    Args:
+        path: the `.npz` file (a local path).
+        posemb_method: how the position embedding is resized; see `load_npz`.
+        source_grid: the file's patch grid `(rows, columns)` when the file neither records
+            it nor is square; see `load_npz`.
+        **overrides: `VisionTransformer` arguments, e.g. `num_classes=10`,
+            `image_size=384`, `dropout=0.1`.
+
+    Returns:
+        A `VisionTransformer` holding the file's weights.
+
+    Example:
+    >>> model = keras_vit.from_npz("ViT-B_16.npz", num_classes=10, image_size=384)
+    """
+    config = checkpoints.read_architecture(path)
+    if config["num_classes"] is None:
+        config.pop("num_classes")
+        config["include_top"] = "num_classes" in overrides
+    if config["image_size"] is None and source_grid is not None:
+        rows, columns = parse_grid(source_grid, "source_grid")
+        config["image_size"] = (rows * config["patch_size"], columns * config["patch_size"])
+    elif config["image_size"] is None and "image_size" not in overrides:
+        raise checkpoints.CheckpointError(
+            f"{path}: the patch grid of its position embedding is not square and not "
+            "recorded; pass image_size=(height, width) or source_grid=(rows, columns)"
+        )
+    config.update(overrides)
+    model = VisionTransformer(**config)
+    checkpoints.load_npz(model, path, posemb_method=posemb_method, source_grid=source_grid)
+    return model
 
 
 def _build(

@@ -15,7 +15,7 @@ from fixtures import synthetic_checkpoints as synthetic
 
 import keras_vit
 from keras_vit import checkpoints
-from keras_vit.checkpoints import CheckpointError, load_npz, resample_posemb, save_npz
+from keras_vit.checkpoints import CheckpointError, load_npz, published, resample_posemb, save_npz
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
 GOLDENS = np.load(FIXTURES / "goldens.npz", allow_pickle=False)
@@ -602,13 +602,13 @@ def test_named_builder_with_a_published_name(tmp_path, origin, monkeypatch):
     write_npz(root / checkpoints.PRETRAINED["augreg"]["Ti/16"], weights)
     # Everything but the origin and the cache is the real path: ViT_Ti16 -> ViT ->
     # load_weights -> get_weights_file -> keras.utils.get_file -> load_npz.
-    real = checkpoints.get_weights_file
+    real = published.get_weights_file
 
     def local_origin(weights, variant=None, cache_dir=None, file_hash=None, base_url=None):
         assert cache_dir is None and base_url is None
         return real(weights, variant, tmp_path / "cache", file_hash, server.url)
 
-    monkeypatch.setattr(checkpoints, "get_weights_file", local_origin)
+    monkeypatch.setattr(published, "get_weights_file", local_origin)
     model = keras_vit.ViT_Ti16(weights="augreg")
     assert server.requests == 1
     np.testing.assert_array_equal(
@@ -622,3 +622,173 @@ def test_named_builder_with_a_published_name(tmp_path, origin, monkeypatch):
     )
     with pytest.raises(ValueError, match="No 'imagenet21k' weights for ViT Ti/16"):
         keras_vit.ViT_Ti16(weights="imagenet21k")
+
+
+# === Damaged files (one line naming the file) ================================================
+
+
+def corrupt_compressed(tmp_path) -> Path:
+    path = tmp_path / "corrupt.npz"
+    np.savez_compressed(path, **fixture_npz("tiny_token"))
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.infolist()[0]
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start + 8, start + 40):  # inside the deflate stream of the first member
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return path
+
+
+def zip_without_npy(tmp_path) -> Path:
+    path = tmp_path / "notes.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", b"not an array")
+    return path
+
+
+def empty_zip(tmp_path) -> Path:
+    path = tmp_path / "empty.npz"
+    zipfile.ZipFile(path, "w").close()
+    return path
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (corrupt_compressed, r"corrupt.npz is not a readable .npz file"),
+        (zip_without_npy, r"notes.npz: member 'readme.txt' is not a NumPy .npy array"),
+        (empty_zip, r"empty.npz is an empty .npz file"),
+    ],
+)
+def test_damaged_npz_files_raise_one_line(tmp_path, make, match):
+    path = make(tmp_path)
+    model = build("tiny_token")
+    before = snapshot(model)
+    # load_npz, and load_weights as `ViT(weights=...)` and `train --weights` call it.
+    for load in (load_npz, checkpoints.load_weights):
+        with pytest.raises(CheckpointError, match=match) as info:
+            load(model, path)
+        assert "\n" not in str(info.value)
+    with pytest.raises(CheckpointError, match=match):
+        checkpoints.read_architecture(path)
+    assert_unchanged(model, before)
+
+
+# === Position-embedding grids: recorded by save_npz, square for Google's files ===============
+
+
+def test_saved_non_square_grid_resamples_into_a_square_model(tmp_path):
+    wide = build("tiny_token", image_size=(16, 64))  # a 2x8 grid: 16 positions, as 4x4
+    randomize(wide, seed=3)
+    path = save_npz(wide, tmp_path / "wide.npz")
+    assert checkpoints.read_posemb_grid(path) == (2, 8)
+    square = build("tiny_token")
+    summary = load_npz(square, path)
+    assert summary.posemb_resized == ((2, 8), (4, 4))
+    posemb = keras.ops.convert_to_numpy(wide.get_layer("patch_encoder").position_embedding)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(square.get_layer("patch_encoder").position_embedding),
+        resample_posemb(posemb, (4, 4), (2, 8)),
+    )
+    back = build("tiny_token", image_size=(16, 64))
+    assert load_npz(back, path).posemb_resized is None  # its own grid: loaded as it is
+    for ours, theirs in zip(snapshot(wide), snapshot(back), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_google_files_are_square_so_a_wide_model_gets_a_resampled_grid():
+    # Google's files record no grid: 16 positions are 4x4, resampled for a 2x8 model.
+    assert checkpoints.read_posemb_grid(FIXTURES / "tiny_token.npz") is None
+    wide = build("tiny_token", image_size=(16, 64))
+    summary = load_npz(wide, FIXTURES / "tiny_token.npz")
+    assert summary.posemb_resized == ((4, 4), (2, 8))
+    posemb = fixture_npz("tiny_token")["Transformer/posembed_input/pos_embedding"]
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(wide.get_layer("patch_encoder").position_embedding),
+        resample_posemb(posemb, (2, 8), (4, 4)),
+    )
+
+
+def test_saved_files_still_read_as_plain_npz(tmp_path):
+    # The grid record is a zip comment: numpy (and so vit_jax and timm) read the arrays alone.
+    path = save_npz(build("tiny_gap"), tmp_path / "gap.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(fixture_npz("tiny_gap"))
+
+
+# === read_architecture and from_npz ==========================================================
+
+
+ARCHITECTURE_KEYS = (
+    "patch_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "mlp_dim",
+    "num_classes",
+    "pooling",
+    "representation_size",
+)
+
+
+def test_read_architecture_of_the_fixtures():
+    token = checkpoints.read_architecture(FIXTURES / "tiny_token.npz")
+    expected = {k: synthetic.TINY_TOKEN[k] for k in ARCHITECTURE_KEYS}
+    assert {k: token[k] for k in ARCHITECTURE_KEYS} == expected
+    assert token["image_size"] == (32, 32) and token["num_channels"] == 3
+    gap = checkpoints.read_architecture(FIXTURES / "tiny_gap.npz")
+    assert {k: gap[k] for k in ARCHITECTURE_KEYS} == {
+        k: synthetic.TINY_GAP[k] for k in ARCHITECTURE_KEYS
+    }
+    assert gap["image_size"] is None  # 4x6 positions, not square, no record
+
+
+def test_read_architecture_of_a_saved_file_and_a_headless_one(tmp_path):
+    model = build("tiny_gap", include_top=False)
+    path = save_npz(model, tmp_path / "headless.npz")
+    arch = checkpoints.read_architecture(path)
+    assert arch["image_size"] == (32, 48) and arch["num_classes"] is None
+    rebuilt = keras_vit.from_npz(path)
+    assert not rebuilt.include_top and rebuilt.image_size == (32, 48)
+
+
+def test_read_architecture_of_a_file_that_is_no_vit(tmp_path):
+    path = write_npz(tmp_path / "other.npz", {"w": np.zeros(3, "float32")})
+    with pytest.raises(CheckpointError, match=r"other.npz is not a ViT checkpoint") as info:
+        checkpoints.read_architecture(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "case,kwargs",
+    [
+        ("tiny_token/native", {}),
+        ("tiny_token/grid6x6", dict(image_size=48)),
+        ("tiny_token/grid3x5", dict(image_size=(24, 40))),
+        ("tiny_gap/native", dict(image_size=(32, 48))),
+        ("tiny_gap/grid5x5", dict(image_size=40, source_grid=(4, 6))),
+    ],
+)
+def test_from_npz_equals_the_flax_goldens(case, kwargs):
+    info = META["cases"][case]
+    model = keras_vit.from_npz(FIXTURES / f"{info['config']}.npz", **kwargs)
+    assert model.image_size == tuple(info["image_size"])
+    images = synthetic.images(info["image_seed"], META["images_per_case"], *info["image_size"])
+    np.testing.assert_allclose(logits(model, images), GOLDENS[f"{case}/logits"], atol=1e-4)
+
+
+def test_from_npz_with_a_new_head():
+    model = keras_vit.from_npz(FIXTURES / "tiny_token.npz", num_classes=4, dropout=0.1)
+    assert model.num_classes == 4 and model.dropout == 0.1
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("head").kernel), 0)
+    block = fixture_npz("tiny_token")[f"{BLOCK0}/MlpBlock_3/Dense_0/kernel"]
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.get_layer("encoderblock_0").mlp_dense1.kernel), block
+    )
+
+
+def test_from_npz_needs_the_grid_of_a_non_square_file():
+    with pytest.raises(CheckpointError, match=r"pass image_size=\(height, width\)") as info:
+        keras_vit.from_npz(FIXTURES / "tiny_gap.npz")
+    assert "\n" not in str(info.value)

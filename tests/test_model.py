@@ -3,6 +3,7 @@ import inspect
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import check_config_roundtrip, check_saving_roundtrip, constructor_params
 
 import keras_vit
@@ -32,9 +33,13 @@ def test_builds_a_functional_model(tiny_config):
     assert model(np.zeros((3, 32, 32, 3))).shape == (3, 10)
 
 
-def test_vit_builder_and_class_take_the_same_arguments():
-    builder = set(inspect.signature(keras_vit.ViT).parameters)
-    assert constructor_params(VisionTransformer) == builder - {"weights"}
+def test_vit_signature_is_the_class_arguments_plus_weights(tiny_config):
+    # One argument list: `ViT` forwards to the class, and shows the class's signature.
+    builder = inspect.signature(keras_vit.ViT).parameters
+    assert constructor_params(VisionTransformer) == set(builder) - {"weights"}
+    assert list(builder)[:2] == ["image_size", "patch_size"]
+    positional = keras_vit.ViT(32, 8, 32, 2, 2, 64, num_classes=3)
+    assert positional.get_config() == keras_vit.ViT(num_classes=3, **tiny_config).get_config()
 
 
 def test_initial_head_is_zero_so_initial_logits_are_zero(tiny_config, rng):
@@ -184,3 +189,133 @@ def test_wrong_image_shape_at_call_time(tiny_config, shape):
         ) as info:
             call(images)
         assert "\n" not in str(info.value)
+
+
+# === Bad input and input dtypes ===============================================================
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(dtype="int32"), "dtype='int32'"),
+        (dict(dtype="not-a-dtype"), "dtype='not-a-dtype'"),
+        (dict(seed="abc"), "seed='abc'"),
+        (dict(seed=1.5), "seed=1.5"),
+        (dict(include_preprocessing="yes"), "include_preprocessing='yes'"),
+    ],
+)
+def test_bad_dtype_seed_and_flags_raise_one_line(tiny_config, overrides, match):
+    with pytest.raises(ValueError, match=match) as info:
+        keras_vit.ViT(**dict(tiny_config, **overrides))
+    assert "\n" not in str(info.value)
+
+
+def test_nested_list_input_is_converted(tiny_config, rng):
+    model = keras_vit.ViT(num_classes=3, seed=0, **tiny_config)
+    randomize(model, rng)
+    images = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(images))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(images.tolist())), expected, atol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"Expected images of shape") as info:
+        model([[0.0, 1.0]])
+    assert "\n" not in str(info.value)
+
+
+def test_integer_images_are_refused_by_a_float_model(tiny_config, rng):
+    model = keras_vit.ViT(num_classes=3, **tiny_config)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pixels = rng.integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    calls = {
+        "call": lambda x: model(x),
+        "predict": lambda x: model.predict(x, verbose=0),
+        "evaluate": lambda x: model.evaluate(x, np.zeros(2), verbose=0),
+        "dataset": lambda x: model.predict(
+            tf.data.Dataset.from_tensor_slices(x).batch(2), verbose=0
+        ),
+        "int list": lambda x: model(x.astype(int).tolist()),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"include_preprocessing=True") as info:
+            call(pixels)
+        assert "\n" not in str(info.value), name
+        assert "(x - 127.5) / 127.5" in str(info.value)
+
+
+def test_float_inputs_still_work_everywhere(tiny_config, rng):
+    model = keras_vit.ViT(num_classes=3, dtype="mixed_bfloat16", **tiny_config)
+    images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    assert model.predict(images, verbose=0).shape == (4, 3)
+    assert model(images.astype("float16")).shape == (4, 3)
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(4) % 3)).batch(2)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(dataset, epochs=1, verbose=0)
+
+
+# === include_preprocessing ====================================================================
+
+
+def test_include_preprocessing_takes_pixels(tiny_config, rng, tmp_path):
+    plain = keras_vit.ViT(num_classes=3, **tiny_config)
+    randomize(plain, rng)
+    model = keras_vit.ViT(num_classes=3, include_preprocessing=True, **tiny_config)
+    model.set_weights(plain.get_weights())
+    assert model.layers[1].name == "preprocessing" and not model.layers[1].weights
+    pixels = rng.integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    scaled = (pixels.astype("float32") - 127.5) / 127.5
+    expected = keras.ops.convert_to_numpy(plain(scaled))
+    for images in (pixels, pixels.astype("float32")):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(images)), expected)
+    # predict runs a compiled graph: the same to float rounding.
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), expected, atol=1e-6)
+    check_config_roundtrip(model)
+    check_saving_roundtrip(model, pixels, tmp_path)
+    restored = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert restored.include_preprocessing
+
+
+def test_include_preprocessing_under_mixed_precision(tiny_config, rng):
+    model = keras_vit.ViT(
+        num_classes=3, include_preprocessing=True, dtype="mixed_bfloat16", **tiny_config
+    )
+    assert model.get_layer("preprocessing").compute_dtype == "float32"
+    pixels = rng.integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    assert model(pixels).dtype == "float32"
+
+
+# === compile: logits need a from_logits loss ==================================================
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "sparse_categorical_crossentropy",
+        "categorical_crossentropy",
+        keras.losses.SparseCategoricalCrossentropy(),
+        keras.losses.CategoricalCrossentropy(from_logits=False),
+        keras.losses.sparse_categorical_crossentropy,
+    ],
+)
+def test_compile_refuses_a_probability_loss_on_logits(tiny_config, loss):
+    model = keras_vit.ViT(num_classes=3, **tiny_config)
+    for call in (lambda: model.compile("adam", loss), lambda: model.compile(loss=loss)):
+        with pytest.raises(ValueError, match=r"from_logits=True") as info:
+            call()
+        assert "\n" not in str(info.value)
+    softmax = keras_vit.ViT(num_classes=3, classifier_activation="softmax", **tiny_config)
+    softmax.compile("adam", loss)  # probabilities: the loss fits
+
+
+def test_logits_model_learns_with_from_logits_loss(tiny_config, rng, tmp_path):
+    model = keras_vit.ViT(num_classes=3, seed=0, **tiny_config)
+    model.compile(
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    images = rng.uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+    labels = np.arange(8) % 3
+    history = model.fit(images, labels, epochs=5, batch_size=8, verbose=0).history["loss"]
+    assert history[-1] < history[0] - 0.05
+    model.save(tmp_path / "compiled.keras")
+    restored = keras.saving.load_model(tmp_path / "compiled.keras", safe_mode=True)
+    assert restored.compiled and restored.loss.get_config()["from_logits"]
