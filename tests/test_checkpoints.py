@@ -666,7 +666,11 @@ def test_damaged_npz_files_raise_one_line(tmp_path, make, match):
     model = build("tiny_token")
     before = snapshot(model)
     # load_npz, and load_weights as `ViT(weights=...)` and `train --weights` call it.
-    for load in (load_npz, checkpoints.load_weights):
+    for load in (
+        load_npz,
+        checkpoints.load_weights,
+        lambda _, p: keras_vit.ViT(**synthetic.TINY_TOKEN, weights=p),
+    ):
         with pytest.raises(CheckpointError, match=match) as info:
             load(model, path)
         assert "\n" not in str(info.value)
