@@ -94,7 +94,10 @@ def _is_float(dtype) -> bool:
 def _loss_expects_probabilities(loss) -> bool:
     """Whether `loss` is a crossentropy that reads its predictions as probabilities."""
     if isinstance(loss, str):
-        return loss in _PROBABILITY_LOSSES
+        try:
+            loss = keras.losses.get(loss)  # also resolves "SparseCategoricalCrossentropy"
+        except ValueError:
+            return False  # an unknown name: Keras' own compile says so
     if isinstance(loss, keras.losses.Loss):
         config = loss.get_config()
         name = getattr(getattr(loss, "fn", None), "__name__", None)

@@ -292,6 +292,7 @@ def test_include_preprocessing_under_mixed_precision(tiny_config, rng):
     [
         "sparse_categorical_crossentropy",
         "categorical_crossentropy",
+        "SparseCategoricalCrossentropy",
         keras.losses.SparseCategoricalCrossentropy(),
         keras.losses.CategoricalCrossentropy(from_logits=False),
         keras.losses.sparse_categorical_crossentropy,

@@ -56,3 +56,16 @@ def test_variant_config_accepts_both_spellings():
 def test_table_is_read_only():
     with pytest.raises(TypeError):
         VARIANTS["B/16"]["hidden_size"] = 1
+
+
+def test_table_and_builders_live_together_without_a_circle():
+    # The table is data (variant_table, below the loaders); variants re-exports it beside
+    # the builders, and checkpoints reads it without importing the builders.
+    from keras_vit import checkpoints, variant_table, variants
+
+    assert variants.VARIANTS is variant_table.VARIANTS
+    assert variants.variant_config is variant_table.variant_config
+    assert checkpoints.variant_of is variant_table.variant_of
+    assert keras_vit.ViT is variants.ViT and keras_vit.ViT_S16 is variants.ViT_S16
+    model = keras_vit.ViT_Ti16(num_classes=3, image_size=32)
+    assert variants.variant_of(model) == "Ti/16"
