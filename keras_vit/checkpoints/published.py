@@ -181,11 +181,15 @@ def get_weights_file(
         return path
     else:
         weights_url(text, variant or "", base_url)  # raises: unknown name, with the choices
+    return _download(url, cache_dir, file_hash)
+
+
+def _download(url: str, cache_dir: str | os.PathLike | None, file_hash: str | None) -> Path:
+    """`url` through the Keras download cache, verified against `file_hash` when given."""
     parsed = url.split("?", 1)[0].rstrip("/")
     fname = parsed.rsplit("/", 1)[-1]
     folder = parsed.rsplit("/", 2)[-2] if parsed.count("/") >= 3 else "files"
     subdir = os.path.join("keras_vit", re.sub(r"[^A-Za-z0-9_.+-]", "_", folder))
-
     if cache_dir is not None:
         # get_file falls back to /tmp/.keras when the folder is missing (not writable).
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
