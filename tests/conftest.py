@@ -40,7 +40,9 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_runner_refuses_writes_outside_the_output_folder",
         }
     ),
-    "test_readme_examples.py": frozenset({"test_python_block_runs"}),
+    "test_readme_examples.py": frozenset({"test_python_block_runs", "test_quickstart_learns"}),
+    # Two complete training runs compared weight for weight.
+    "test_training.py": frozenset({"test_same_seed_same_result"}),
 }
 
 
