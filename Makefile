@@ -25,8 +25,9 @@ format: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# The unit tier: everything but the `slow` and `integration` markers (setup.cfg).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not integration"
 
 # Trains the default small ViT on digits into demo_out/ckpt (replacing it), evaluates it,
 # then exports it to TFLite (float32, int8, Edge TPU int8) and evaluates the int8 file.

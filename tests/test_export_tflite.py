@@ -5,7 +5,6 @@ for a few epochs on digits serves most tests; it takes about a minute on 2 cores
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -530,85 +529,3 @@ def test_float_compute_op_definition(exported):
     # float32 I/O: only the boundary QUANTIZE / DEQUANTIZE touch floats, and they do not count.
     boundary = [op for op in int16.operators if op.name in ("QUANTIZE", "DEQUANTIZE")]
     assert boundary and analysis.float_compute_ops(int16) == []
-
-
-def test_device_venv_layout_is_ignored_by_git():
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", ".venv-device/bin/python"], cwd=ROOT, check=False
-    )
-    assert ignored.returncode == 0
-
-
-def device_venv(name: str, packages: list[str]) -> Path:
-    """A cached venv under `.venv-device/` (git-ignored) with only `packages` installed."""
-    import shutil
-
-    venv = ROOT / ".venv-device" / name
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-        install = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", *packages],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if install.returncode != 0:
-            shutil.rmtree(venv, ignore_errors=True)
-            pytest.skip(f"cannot build the {name} venv: {install.stderr.strip()[-200:]}")
-    probe = subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True)
-    assert probe.returncode != 0  # no TensorFlow on the "device"
-    return python
-
-
-def run_predict(python: Path, model: Path, images, tmp_path: Path):
-    from PIL import Image
-
-    paths = []
-    for i, image in enumerate(images):
-        paths.append(tmp_path / f"digit{i}.png")
-        Image.fromarray(image).save(paths[-1])
-    result = subprocess.run(
-        [str(python), "-m", "export.predict", str(model), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
-    return paths, result
-
-
-@pytest.mark.slow
-def test_predict_in_a_device_like_venv(exported, tmp_path, test_split):
-    """A venv with only NumPy < 2, Pillow and tflite-runtime (no TensorFlow) runs predict.
-
-    Building the venv needs the package index (a few seconds with a local mirror).
-    """
-    python = device_venv("tflite-runtime", ["numpy<2", "pillow", "tflite-runtime"])
-    out, _ = exported
-    images, _ = test_split
-    model = out / "model_int8.tflite"
-    paths, result = run_predict(python, model, images[:2], tmp_path)
-    assert result.returncode == 0, result.stderr
-    printed = parse_predictions(result.stdout)
-    ours = Classifier(model)
-    for path, top in zip(paths, ours.top_k(ours.predict(images[:2]), 5), strict=True):
-        # tflite-runtime 2.14's int8 kernels round differently from LiteRT's. Measured on
-        # this file over the 359 test images: median 1 step (1/256), 90th percentile 0.027,
-        # 12 images over 0.05, 5 top-1 flips; these two are 0.012 and 0.043 apart.
-        label, score = printed[str(path)][0]
-        assert label == top[0].label and abs(score - top[0].score) < 0.05
-
-
-@pytest.mark.slow
-def test_predict_reports_tflite_runtime_beside_numpy2(exported, tmp_path, test_split):
-    """tflite-runtime 2.14 imports beside NumPy 2 but cannot open a model: one clear line."""
-    python = device_venv("numpy2", ["numpy>=2", "pillow", "tflite-runtime"])
-    out, _ = exported
-    images, _ = test_split
-    _, result = run_predict(python, out / "model_int8.tflite", images[:1], tmp_path)
-    assert result.returncode == 1
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "No TFLite interpreter could run the model" in last
-    assert "tflite_runtime.interpreter" in last and "pip install ai-edge-litert" in last

@@ -1,0 +1,29 @@
+"""The test tiers: every test the integration list names exists, and the marker is applied."""
+
+from pathlib import Path
+
+import pytest
+from conftest import ALL, INTEGRATION, is_integration, module_test_names
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize("module", sorted(INTEGRATION))
+def test_every_listed_integration_test_exists(module):
+    path = TESTS / module
+    assert path.is_file(), f"tests/{module} is listed in conftest.INTEGRATION but does not exist"
+    names = INTEGRATION[module]
+    if names != ALL:
+        missing = sorted(names - module_test_names(path))
+        assert not missing, f"conftest.INTEGRATION names tests missing from {module}: {missing}"
+
+
+def test_is_integration_by_module_and_name():
+    assert is_integration("test_notebooks.py", "test_notebook_runs")
+    assert not is_integration("test_notebooks.py", "test_every_notebook_is_listed")
+    assert is_integration("test_device_install.py", "test_anything")
+    assert not is_integration("test_layers.py", "test_notebook_runs")
+
+
+def test_this_module_is_in_the_unit_tier(request):
+    assert request.node.get_closest_marker("integration") is None
