@@ -423,6 +423,26 @@ def test_cli_writes_every_plot(checkpoint, capsys):
 
 
 @pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("foreign", "was not written by keras_vit.visualize"),
+        ("ckpt", "is or holds the run directory"),
+        (".", "is or holds the run directory"),
+    ],
+)
+def test_cli_force_never_replaces_a_foreign_folder_or_the_run(checkpoint, capsys, target, message):
+    (checkpoint / "foreign").mkdir()
+    (checkpoint / "foreign" / "thesis.txt").write_text("years of work")
+    before = sorted(str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*"))
+    argv = [str(checkpoint / "ckpt"), str(checkpoint / "a.jpg")]
+    assert vz.main([*argv, "--output", str(checkpoint / target), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert sorted(str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*")) == before
+    assert (checkpoint / "foreign" / "thesis.txt").read_text() == "years of work"
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["nope", "a.jpg"], "Checkpoint folder nope does not exist"),

@@ -1,0 +1,274 @@
+"""All the plots for a run directory and some images, and the command line.
+
+python -m keras_vit.visualize RUN_DIR img.jpg [more.png ...] --output DIR [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from keras_vit.visualize.attention import (
+    HEAD_FUSIONS,
+    HeadFusion,
+    attention_distance,
+    attention_maps,
+    check_vit,
+    class_token_count,
+    patch_distances,
+    rollout_from_attention,
+    rollout_grid,
+    upsample,
+)
+from keras_vit.visualize.embeddings import (
+    patch_embedding_components,
+    position_embedding_similarity,
+)
+from keras_vit.visualize.plots import (
+    plot_attention_heads,
+    plot_attention_rollout,
+    plot_mean_attention_distance,
+    plot_patch_embedding_components,
+    plot_position_embedding_similarity,
+)
+
+PathLike = str | os.PathLike
+
+SUMMARY_FILE = "summary.json"
+
+
+def load_image(path: PathLike, image_size: Sequence[int], channels: int = 3) -> np.ndarray:
+    """Reads a JPEG/PNG (RGB, grey, palette or with alpha) at the model's image size.
+
+    Transparent pixels are composited onto white; 16-bit images are scaled to 8 bits. The
+    image is resized (bilinear, aspect ratio not kept) to `image_size`.
+
+    Args:
+        path: the image file.
+        image_size: `(height, width)`.
+        channels: 3 (RGB) or 1 (grey).
+
+    Returns:
+        `(height, width, channels)` uint8; `keras_vit.data.scale_images` maps it to the
+        model's [-1, 1] input.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Image {path} does not exist")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"{path} is not an image that can be read: {error}") from None
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16-bit files are scaled to 8 bits; 32-bit modes only when they exceed 255.
+        values = np.asarray(image, "float64")
+        deep = image.mode.startswith("I;16") or values.max() > 255
+        scale = 255.0 / 65535.0 if deep else 1.0
+        image = Image.fromarray(np.clip(values * scale, 0, 255).astype("uint8"), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    image = image.convert("RGB" if channels == 3 else "L")
+    height, width = image_size
+    image = image.resize((width, height), Image.Resampling.BILINEAR)
+    array = np.asarray(image, "uint8")
+    return array if array.ndim == 3 else array[..., None]
+
+
+def is_visualization(folder: PathLike) -> bool:
+    """True if `folder` holds the `summary.json` that `visualize_run` writes."""
+    import json
+
+    summary = Path(folder) / SUMMARY_FILE
+    try:
+        content = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and {"images", "head_fusion"} <= content.keys()
+
+
+def check_replaceable(output: PathLike, run_dir: PathLike) -> None:
+    """Raises FileExistsError unless `output` is an earlier visualization, apart from `run_dir`.
+
+    `--force` replaces only what this command wrote: never the run directory, a folder that
+    holds it, or a folder or file of anything else.
+    """
+    output, run_dir = Path(output).resolve(), Path(run_dir).resolve()
+    if output == run_dir or output in run_dir.parents:
+        raise FileExistsError(
+            f"Output {output} is or holds the run directory {run_dir}; choose another --output"
+        )
+    if not is_visualization(output):
+        raise FileExistsError(
+            f"Output {output} exists and was not written by keras_vit.visualize "
+            f"(no {SUMMARY_FILE}); --force replaces only an earlier visualization"
+        )
+
+
+def _predictions(model, images: np.ndarray, labels: Sequence[str]) -> list[dict]:
+    if not model.include_top:
+        return [{} for _ in images]
+    outputs = np.asarray(model.predict(images, verbose=0), "float64")
+    if model.classifier_activation is None:
+        outputs = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
+        outputs /= outputs.sum(axis=-1, keepdims=True)
+    best = outputs.argmax(axis=-1)
+    names = [labels[i] if i < len(labels) else str(i) for i in best]
+    return [
+        {"label": name, "index": int(i), "probability": float(out[i])}
+        for name, i, out in zip(names, best, outputs, strict=True)
+    ]
+
+
+def visualize_run(
+    run_dir: PathLike,
+    image_paths: Sequence[PathLike],
+    output: PathLike,
+    head_fusion: HeadFusion = "mean",
+    overwrite: bool = False,
+) -> Path:
+    """Writes every plot for a run directory and some images into `output`.
+
+    Per image: `rollout_<stem>.png` and `attention_heads_<stem>.png` (last layer); for the
+    model: `position_embedding_similarity.png`, `patch_embedding_components.png`,
+    `mean_attention_distance.png` (over the given images); and `summary.json` with the
+    predictions and the distances. The folder is built aside and moved into place.
+
+    Args:
+        run_dir: a run directory written by `python -m keras_vit.train`.
+        image_paths: image files.
+        output: the folder to create.
+        head_fusion: rollout head fusion.
+        overwrite: replace an existing `output` that an earlier call wrote (one holding
+            its `summary.json`); any other folder, or one holding the run directory, is
+            refused.
+
+    Returns:
+        The output folder.
+    """
+    from keras_vit.artifacts import atomic_directory, atomic_write_json, read_checkpoint
+    from keras_vit.data import scale_images
+
+    ckpt = read_checkpoint(run_dir)
+    if not image_paths:
+        raise ValueError("Expected at least one image. Received: none")
+    stems = [Path(p).stem for p in image_paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"Image file names must differ (outputs are named after them): {stems}")
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"Output {output} already exists; pass --force to overwrite it")
+        check_replaceable(output, ckpt.path)
+    try:
+        model = ckpt.load_model()
+    except Exception as error:  # any load failure is reported in one line
+        raise ValueError(f"Could not load {ckpt.model_path}: {error}") from None
+    check_vit(model)
+    if tuple(model.image_size) != ckpt.image_size:
+        raise ValueError(
+            f"{ckpt.path} preprocessing image_size {ckpt.image_size} differs from the "
+            f"model's {tuple(model.image_size)}"
+        )
+    raw = np.stack([load_image(p, model.image_size, model.num_channels) for p in image_paths])
+    images = scale_images(raw).numpy()
+    has_class_token = bool(class_token_count(model))
+
+    attentions = attention_maps(model, images)
+    grid = rollout_grid(model, rollout_from_attention(attentions, head_fusion))
+    upsampled = upsample(grid, model.image_size)
+    distances = attention_distance(
+        np.stack(attentions), model.grid_size, model.patch_size, has_class_token
+    )
+    predictions = _predictions(model, images, ckpt.labels)
+    pixels = model.patch_size**2 * model.num_channels
+    components = patch_embedding_components(model, n=min(28, model.hidden_size, pixels))
+
+    explained = components.explained_variance_ratio
+    with atomic_directory(output, overwrite=overwrite) as folder:
+        for index, stem in enumerate(stems):
+            guess = predictions[index]
+            label = stem
+            if guess:
+                label = f"{stem}: predicted {guess['label']} ({guess['probability']:.2f})"
+            plot_attention_rollout(
+                raw[index], upsampled[index], folder / f"rollout_{stem}.png", title=label
+            )
+            plot_attention_heads(
+                raw[index],
+                attentions[-1][index],
+                model.grid_size,
+                folder / f"attention_heads_{stem}.png",
+                has_class_token=has_class_token,
+                title=f"{stem}: layer {model.num_layers - 1} attention of the pooled output",
+            )
+        plot_position_embedding_similarity(
+            position_embedding_similarity(model), folder / "position_embedding_similarity.png"
+        )
+        plot_patch_embedding_components(components, folder / "patch_embedding_components.png")
+        plot_mean_attention_distance(
+            distances,
+            folder / "mean_attention_distance.png",
+            image_size=model.image_size,
+            uniform_distance=float(patch_distances(model.grid_size, model.patch_size).mean()),
+            title=f"Mean attention distance over {len(images)} image(s)",
+        )
+        atomic_write_json(
+            folder / SUMMARY_FILE,
+            {
+                "run_dir": str(ckpt.path),
+                "images": [str(p) for p in image_paths],
+                "predictions": predictions,
+                "head_fusion": head_fusion,
+                "mean_attention_distance_pixels": distances.round(4).tolist(),
+                "patch_embedding_explained_variance": explained.round(6).tolist(),
+            },
+        )
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_vit.visualize",
+        description="Attention rollout, per-head attention and the paper's Figure 7 "
+        "analyses for a keras-vit run directory, as PNG files.",
+    )
+    parser.add_argument(
+        "run_dir", help="run directory written by keras_vit.train (model.keras, config.json, ...)"
+    )
+    parser.add_argument("images", nargs="+", help="JPEG/PNG images (RGB, grey or with alpha)")
+    parser.add_argument("--output", required=True, help="folder to create for the PNGs")
+    parser.add_argument("--head-fusion", choices=HEAD_FUSIONS, default="mean")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an earlier visualization at --output"
+    )
+    args = parser.parse_args(argv)
+    try:
+        output = visualize_run(
+            args.run_dir, args.images, args.output, args.head_fusion, overwrite=args.force
+        )
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as error:
+        print("error:", " ".join(str(error).split()), file=sys.stderr)
+        return 2
+    print(f"Wrote {len(os.listdir(output))} files to {output}")
+    return 0
+
+
+def visualize_checkpoint(checkpoint: PathLike, *args, **kwargs) -> Path:
+    """Deprecated alias of `visualize_run` (the training output is now a "run directory")."""
+    import warnings
+
+    warnings.warn(
+        "visualize_checkpoint is deprecated; use visualize_run", DeprecationWarning, stacklevel=2
+    )
+    return visualize_run(checkpoint, *args, **kwargs)
