@@ -2,13 +2,15 @@
 
 Importing the package is cheap: the names below are loaded on first use (PEP 562), so
 TensorFlow-free modules such as `keras_vit.images` and the CLIs' `--help` do not import
-Keras. `import keras_vit.model` (or touching `keras_vit.ViT`) registers the custom layers
-with Keras, which loading a `.keras` file needs.
+Keras. Loading a `.keras` file needs the custom layers registered with Keras: that happens
+at `import keras_vit` when Keras is already imported (`import keras` first, as usual), and
+otherwise on first use of a model name (`keras_vit.ViT`, ...) or `import keras_vit.model`.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
@@ -52,3 +54,7 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
+
+
+if "keras" in sys.modules:  # Keras is loaded anyway: register the layers for load_model.
+    importlib.import_module("keras_vit.model")

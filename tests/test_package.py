@@ -45,3 +45,28 @@ def test_public_names_resolve_and_are_listed():
         assert "not_a_name" in str(error)
     else:
         raise AssertionError("expected AttributeError")
+
+
+LOAD_AFTER_KERAS = """
+import sys
+import keras
+import numpy as np
+import keras_vit
+
+path = sys.argv[1]
+keras.saving.load_model(path, safe_mode=True)  # no keras_vit name touched: registered at import
+print("loaded")
+"""
+
+
+def test_import_after_keras_registers_the_layers_for_load_model(tmp_path, tiny_config):
+    path = tmp_path / "tiny.keras"
+    keras_vit.ViT(num_classes=3, **tiny_config).save(path)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_AFTER_KERAS, str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.stdout.strip() == "loaded", result.stderr[-2000:]
