@@ -11,9 +11,10 @@ Sources (`load_examples(source, split, image_size, data_dir=None)`):
   real default; upscaled to RGB at the requested size, with a fixed stratified
   70 / 10 / 20 % train / validation / test split.
 - a folder of class sub-folders (any path that exists as a directory): images with the
-  extensions jpg, jpeg, png, bmp, gif (any case, searched recursively in each class
-  folder); class names are the sorted sub-folder names. Grey, palette, 16-bit, CMYK and
-  RGBA images are converted to RGB (alpha is dropped) and the EXIF orientation is applied.
+  extensions jpg, jpeg, png, webp, tif, tiff, bmp, gif (any case, searched recursively in
+  each class folder); class names are the sorted sub-folder names. Files are read by
+  `keras_vit.images.read_image` (EXIF orientation applied, 16-bit scaled, alpha dropped),
+  the same reader serving uses.
   Files that cannot be decoded are skipped with one warning that counts them and names
   the first few; they are found before training starts, by decoding every file of the
   split once. Splits: if the folder has a `train/` sub-folder, its `train/`, `val/` (or
@@ -69,6 +70,8 @@ from typing import Literal
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.images import IMAGE_EXTENSIONS, ImageFileError, read_image
+
 logger = logging.getLogger(__name__)
 
 Split = Literal["train", "validation", "test"]
@@ -85,7 +88,6 @@ DIGITS_FRACTIONS = {"train": 0.7, "validation": 0.1, "test": 0.2}
 
 # Folders without split sub-folders: the same fixed, training-seed independent rule.
 FOLDER_SPLIT_SEED = 0
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Held-out fractions when a source lacks a split (see the module docstring's table).
 HOLDOUT_VALIDATION = 0.1
 HOLDOUT_TRAIN_ONLY = {"train": 0.7, "validation": 0.1, "test": 0.2}
@@ -485,31 +487,14 @@ def _fill_missing_splits(files: dict[str, list]) -> dict[str, list]:
     return {split: [train[i] for i in index] for split, index in parts.items()}
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decodes an image file to uint8 RGB `[H, W, 3]` (EXIF orientation applied).
-
-    Grey, palette, CMYK and RGBA images are converted (alpha dropped); 16-bit images keep
-    their top 8 bits; animated images give their first frame.
-
-    Raises:
-        OSError / ValueError from Pillow for files it cannot decode.
-    """
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image, dtype=np.uint32)
-            grey = (array >> 8 if image.mode != "I" else np.clip(array, 0, 255)).astype("uint8")
-            return np.repeat(grey[..., None], 3, axis=-1)
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+# The folder reader is the package's one image reader (`keras_vit.images.read_image`).
+read_rgb = read_image
 
 
 def _readable(path: str) -> bool:
     try:
-        read_rgb(path)
-    except Exception:  # Pillow raises many types for broken files
+        read_image(path)
+    except ImageFileError:
         return False
     return True
 
@@ -540,7 +525,7 @@ def _folder_examples(root: Path, split: str, size: tuple[int, int]) -> Examples:
     labels = tf.constant([label for _, label in pairs], tf.int32)
 
     def decode(path, label):
-        image = tf.numpy_function(lambda p: read_rgb(p.decode()), [path], tf.uint8)
+        image = tf.numpy_function(lambda p: read_image(p.decode()), [path], tf.uint8)
         image.set_shape([None, None, 3])
         return _resize_uint8(image, size), label
 
