@@ -282,8 +282,10 @@ def make_config(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ValueError(f"Expected `{name}` to be a positive integer. Received: {value!r}")
-    if learning_rate is not None and not learning_rate > 0:
-        raise ValueError(f"Expected a positive learning rate. Received: {learning_rate!r}")
+    if learning_rate is not None and not (learning_rate > 0 and math.isfinite(learning_rate)):
+        raise ValueError(
+            f"Expected `learning_rate` to be a positive finite number. Received: {learning_rate!r}"
+        )
     kind = data.source_kind(dataset)
     return TrainConfig(
         dataset=str(Path(dataset).expanduser().resolve()) if kind == "folder" else dataset,

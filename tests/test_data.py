@@ -155,6 +155,24 @@ def test_folder_errors_are_one_line(tmp_path, layout, message):
     assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
 
 
+def test_class_without_readable_training_images_is_refused(tmp_path):
+    write_image_folder(tmp_path, classes=("cat", "dog"), per_class=6)
+    for path in (tmp_path / "dog").iterdir():
+        path.write_bytes(b"not an image")
+    with pytest.raises(data.DataError, match="has no readable training images") as info:
+        data.load_examples(str(tmp_path), "train", 8)
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "dog") in message
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "carriage\rreturn", " padded", "sep\u2028x"])
+def test_class_names_labels_txt_cannot_hold_are_refused(tmp_path, name):
+    write_image_folder(tmp_path, classes=("cat", name), per_class=2)
+    with pytest.raises(data.DataError, match=r"labels\.txt") as info:
+        data.folder_files(tmp_path)
+    assert len(str(info.value).splitlines()) == 1 and repr(name) in str(info.value)
+
+
 def test_missing_folder_and_misplaced_splits(tmp_path):
     with pytest.raises(data.DataError, match=r"Image folder .*nope does not exist"):
         data.load_examples(str(tmp_path / "nope"), "train", 8)
@@ -258,6 +276,19 @@ def test_tfds_download_failure_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(info.value)
 
 
+def test_tfds_unknown_version_or_config_is_one_line(tmp_path):
+    for name, cause in (
+        ("mnist:9.9.9", "cannot be loaded at version 9.9.9"),
+        ("mnist/nope", "BuilderConfig nope not found"),
+    ):
+        with pytest.raises(
+            data.DataError, match=re.escape(f"tensorflow-datasets {name!r}")
+        ) as info:
+            data.load_examples(name, "train", 8, data_dir=tmp_path)
+        assert cause in str(info.value) and "\n" not in str(info.value)
+    assert not any(tmp_path.iterdir())  # refused before any download
+
+
 def test_source_kinds():
     assert data.source_kind("digits") == "digits"
     assert data.source_kind("cifar10") == "tfds"
@@ -335,6 +366,10 @@ def test_random_resized_crop_stays_inside_the_image():
 
 
 def test_augmentation_validation():
+    for key in ("mixup_alpha", "cutmix_alpha", "rotation_degrees", "randaugment_magnitude"):
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=f"Expected `{key}` to be a finite number"):
+                data.Augmentation(**{key: value})
     with pytest.raises(ValueError, match="crop_area"):
         data.Augmentation(crop_area=(0.5, 1.5))
     with pytest.raises(ValueError, match="mixup_alpha"):
