@@ -74,7 +74,7 @@ def test_train_and_evaluate_cli(tmp_path, capsys):
     assert evaluate.main([str(tmp_path / "nope")]) == 1
     assert "does not exist" in _one_line_error(capsys)
     assert evaluate.main([str(folder)]) == 1
-    assert "not a keras-vit checkpoint folder" in _one_line_error(capsys)
+    assert "not a keras-vit run directory" in _one_line_error(capsys)
 
 
 @pytest.mark.slow
