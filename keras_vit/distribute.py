@@ -272,7 +272,10 @@ def make_strategy(
         strategy = _multiworker()
     else:
         strategy = _tpu(tpu, tpu_timeout)
-    logger.info(
+    # One device is the ordinary case: worth a line only when it is not.
+    level = logging.INFO if strategy.num_replicas_in_sync > 1 else logging.DEBUG
+    logger.log(
+        level,
         "Strategy %s: %d replica%s",
         type(strategy).__name__,
         strategy.num_replicas_in_sync,

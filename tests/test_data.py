@@ -155,6 +155,18 @@ def test_folder_errors_are_one_line(tmp_path, layout, message):
     assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
 
 
+def test_folder_scan_logs_progress(tmp_path, monkeypatch, caplog):
+    from keras_vit.data import folders
+
+    write_image_folder(tmp_path, per_class=4)
+    monkeypatch.setattr(folders, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level("INFO", logger="keras_vit.data"):
+        examples = data.load_examples(str(tmp_path), "train", 8)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("Checking images of the train split") for m in messages)
+    assert f"Checked {examples.num_examples} images of the train split of {tmp_path}" in messages
+
+
 def test_class_without_readable_training_images_is_refused(tmp_path):
     write_image_folder(tmp_path, classes=("cat", "dog"), per_class=6)
     for path in (tmp_path / "dog").iterdir():

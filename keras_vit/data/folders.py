@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 # Folders without split sub-folders: a fixed, training-seed independent split.
 FOLDER_SPLIT_SEED = 0
 _VALIDATION_DIRS = ("val", "validation")
+# A folder scan that takes longer than this logs its progress at this interval.
+PROGRESS_SECONDS = 5.0
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -177,6 +180,23 @@ def _check_every_class_readable(
             )
 
 
+def _check_readable(paths: list[str], what: str) -> list[bool]:
+    """Reads every file once (in threads); logs progress every `PROGRESS_SECONDS`."""
+    workers = min(8, os.cpu_count() or 1)
+    ok: list[bool] = []
+    start = last = time.monotonic()
+    with ThreadPoolExecutor(workers) as pool:
+        for good in pool.map(_readable, paths):
+            ok.append(good)
+            now = time.monotonic()
+            if now - last >= PROGRESS_SECONDS:
+                logger.info("Checking images of the %s: %d / %d", what, len(ok), len(paths))
+                last = now
+    if last != start:
+        logger.info("Checked %d images of the %s", len(paths), what)
+    return ok
+
+
 def folder_examples(root: Path, split: str, size: tuple[int, int]) -> Examples:
     """One split of a folder source as `Examples` (unreadable files skipped, counted).
 
@@ -186,9 +206,7 @@ def folder_examples(root: Path, split: str, size: tuple[int, int]) -> Examples:
     """
     class_names, files = folder_files(root)
     pairs = files[split]
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        ok = list(pool.map(_readable, [path for path, _ in pairs]))
+    ok = _check_readable([path for path, _ in pairs], f"{split} split of {root}")
     bad = [path for (path, _), good in zip(pairs, ok, strict=True) if not good]
     if bad:
         logger.warning(
