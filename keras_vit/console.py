@@ -24,6 +24,21 @@ def hide_native_logs(verbose: bool) -> bool:
     return not verbose and USER_LOG_LEVEL_VARIABLE not in os.environ
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted (not when created)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure_logging(verbose: bool, package: str = "keras_vit") -> None:
     """Shows `package`'s INFO lines on stderr (the message alone); the root logger is left
     alone. Without `verbose`, TensorFlow's and absl's Python loggers show errors only."""
@@ -31,8 +46,8 @@ def configure_logging(verbose: bool, package: str = "keras_vit") -> None:
         for name in ("tensorflow", "absl"):
             logging.getLogger(name).setLevel(logging.ERROR)
     logger = logging.getLogger(package)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(handler, StderrHandler) for handler in logger.handlers):
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -43,7 +43,7 @@ Rules a training run follows (`keras_vit.training.train`):
   `VisionTransformer` keeps float32 as its own policy (its layers get the mixed one), so
   nothing was wrapped (checked); `keras_vit.training.build_training_model` wraps it itself.
 - Multi-worker: only the chief (task `chief`, or `worker` 0 when there is no chief) writes
-  the checkpoint folder. Every worker runs the same saving code, because reading Keras'
+  the run directory. Every worker runs the same saving code, because reading Keras'
   metric variables (`synchronization="on_read"`) is a collective operation; a non-chief
   writes into `worker_scratch_dir(output, task)` and deletes it at once (the pattern of
   TensorFlow's multi-worker Keras tutorial). `BackupAndRestore` resumes from the chief's

@@ -34,7 +34,7 @@ def trained(tmp_path_factory, image_folder):
     return config, training.train(config, out, verbose=0)
 
 
-def test_train_writes_a_complete_checkpoint(trained, image_folder):
+def test_train_writes_a_complete_run_directory(trained, image_folder):
     config, result = trained
     path = result.path
     assert (path / "model.keras").stat().st_mode & 0o777 == artifacts.default_file_mode()
@@ -53,7 +53,7 @@ def test_train_writes_a_complete_checkpoint(trained, image_folder):
     for png in ("training_curves.png", "confusion_matrix.png"):
         assert (path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    ckpt = artifacts.read_checkpoint(path)
+    ckpt = run_dir.read_run_dir(path)
     assert ckpt.labels == ("bright", "dark", "mid")  # sorted folder names
     assert ckpt.image_size == (16, 16)
     assert ckpt.config["dataset"]["source"] == str(image_folder.resolve())
@@ -84,8 +84,8 @@ def test_evaluate_checkpoint_reproduces_training_metrics(trained, tmp_path):
         assert metrics[key] == result.metrics[key]
     assert metrics["loss"] == pytest.approx(result.metrics["loss"], rel=1e-6)
     # Independent check of top-1: Keras' own metric on the loaded model.
-    model = artifacts.read_checkpoint(copy).load_model()
-    ckpt = artifacts.read_checkpoint(copy)
+    model = run_dir.read_run_dir(copy).load_model()
+    ckpt = run_dir.read_run_dir(copy)
     test = data.load_examples(ckpt.config["dataset"]["source"], "test", 16)
     accuracy = keras.metrics.SparseCategoricalAccuracy()
     for images, labels in data.eval_batches(test, 4):
@@ -104,7 +104,7 @@ def test_same_seed_same_result(tmp_path):
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         config = nano_config("digits", epochs=1, batch_size=64, seed=seed)
         result = training.train(config, tmp_path / name, verbose=0)
-        weights = artifacts.read_checkpoint(result.path).load_model().get_weights()
+        weights = run_dir.read_run_dir(result.path).load_model().get_weights()
         runs.append((weights, (result.path / "history.csv").read_text(), result.metrics))
     (w_a, h_a, m_a), (w_b, h_b, m_b), (w_c, h_c, _) = runs
     assert h_a == h_b
@@ -135,7 +135,7 @@ def test_output_folder_rules(trained, tmp_path, image_folder):
     assert "\n" not in message
     assert "epochs (3 in run directory, 4 now)" in message
     assert "learning_rate (0.001 in run directory, 0.5 now)" in message
-    # A checkpoint written before a setting existed resumes under that setting's default.
+    # A run directory written before a setting existed resumes under that setting's default.
     stored = json.loads((copy / artifacts.CONFIG_FILE).read_text())
     del stored["training"]["train_class_token_only"]
     (copy / artifacts.CONFIG_FILE).write_text(json.dumps(stored))
