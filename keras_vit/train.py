@@ -95,7 +95,7 @@ def _add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        help="global batch size (default: the recipe's; on a small folder at most a tenth of "
+        help="global batch size (default: the recipe's; on a small data set at most a tenth of "
         "the training images, for >= 10 steps per epoch)",
     )
     parser.add_argument("--learning-rate", type=float, help="peak learning rate")
@@ -105,7 +105,7 @@ def _add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rotation", type=float, metavar="DEGREES", help="random rotations up to DEGREES"
     )
-    mixing = " (default: the recipe's; off below a few thousand images in a folder)"
+    mixing = " (default: the recipe's; off below a few thousand training images)"
     parser.add_argument(
         "--randaugment", type=int, metavar="OPS", help="RandAugment ops, 0: off" + mixing
     )

@@ -268,6 +268,21 @@ def test_tfds_split_rule(tfds_dir, config, sizes):
     assert got == sizes
 
 
+def test_tfds_train_size_and_adapted_defaults(tfds_dir, tmp_path):
+    from keras_vit import training
+
+    name = "keras_vit_tiny_tfds/train_test"
+    size = data.tfds_train_size(name, tfds_dir)
+    assert size == data.load_examples(name, "train", 8, data_dir=tfds_dir).num_examples
+    assert data.tfds_train_size(name, tmp_path) is None  # not downloaded: unknown, no download
+    assert not any(tmp_path.iterdir())
+    adapted = training.make_config(name, data_dir=tfds_dir)
+    assert adapted.batch_size == size // training.MIN_STEPS_PER_EPOCH
+    assert adapted.augmentation["mixup_alpha"] == 0
+    unknown = training.make_config(name, data_dir=tmp_path)
+    assert unknown.batch_size == training.RECIPES["scratch"].batch_size
+
+
 def test_tfds_split_specs_table():
     assert data.tfds_split_specs(["train", "test"]) == {
         "train": "train[:90%]",

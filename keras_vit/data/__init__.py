@@ -83,7 +83,12 @@ from keras_vit.data.pipelines import (
     training_batches,
 )
 from keras_vit.data.sources import dataset_spec, load_examples, source_kind
-from keras_vit.data.tfds_source import is_tfds_name, tfds_examples, tfds_split_specs
+from keras_vit.data.tfds_source import (
+    is_tfds_name,
+    tfds_examples,
+    tfds_split_specs,
+    tfds_train_size,
+)
 from keras_vit.images import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -120,6 +125,7 @@ __all__ = [
     "stratified_split",
     "tfds_examples",
     "tfds_split_specs",
+    "tfds_train_size",
     "to_rgb",
     "training_batches",
 ]

@@ -71,6 +71,32 @@ def tfds_split_specs(available: Sequence[str]) -> dict[str, str]:
     }
 
 
+def _builder(name: str, data_dir):
+    """`tfds.builder`, with its errors (an unknown version or config) as one line."""
+    import tensorflow_datasets as tfds
+
+    data_dir = None if data_dir is None else os.fspath(Path(data_dir).expanduser())
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # tfds raises AssertionError for an unknown version
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # tfds prefixes the cause with the builder's arguments: keep the cause.
+        cause = text.rsplit('}": ', 1)[-1]
+        raise DataError(f"Cannot use tensorflow-datasets {name!r}: {cause}") from None
+
+
+def tfds_train_size(name: str, data_dir=None) -> int | None:
+    """Examples in our train split of a tfds data set already in `data_dir`, else None.
+
+    Nothing is downloaded: a data set not prepared yet has no known size here.
+    """
+    builder = _builder(name, data_dir)
+    if not builder.is_prepared():
+        return None
+    splits = builder.info.splits
+    return splits[tfds_split_specs(list(splits.keys()))["train"]].num_examples
+
+
 def tfds_examples(name: str, split: str, size: tuple[int, int], data_dir) -> Examples:
     """One split of a tfds data set as `Examples` (downloads it first when missing).
 
@@ -80,14 +106,7 @@ def tfds_examples(name: str, split: str, size: tuple[int, int], data_dir) -> Exa
     """
     import tensorflow_datasets as tfds
 
-    data_dir = None if data_dir is None else os.fspath(Path(data_dir).expanduser())
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # tfds raises AssertionError for an unknown version
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        # tfds prefixes the cause with the builder's arguments: keep the cause.
-        cause = text.rsplit('}": ', 1)[-1]
-        raise DataError(f"Cannot use tensorflow-datasets {name!r}: {cause}") from None
+    builder = _builder(name, data_dir)
     if not builder.is_prepared():
         logger.info("Preparing tensorflow-datasets %r in %s (downloads it)", name, builder.data_dir)
         try:

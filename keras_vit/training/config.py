@@ -4,11 +4,13 @@
 the model table, adapts the defaults to a small data set (`adapt_to_size`), and
 validates what the caller gave (one-line `ValueError`s).
 
-Adapting to a small data set (folder sources, values the caller did not set): the batch
-is at most a tenth of the training images, so an epoch has at least
-`MIN_STEPS_PER_EPOCH` steps, and below `MIXING_MIN_IMAGES` training images MixUp, CutMix
-and RandAugment are off (they slow learning more than they regularise there). Each choice
-is logged in one line. The digits recipe and tensorflow-datasets sources are not adapted.
+Adapting to a small data set (folder sources, and tensorflow-datasets sources already in
+`data_dir`; only values the caller did not set): the batch is at most a tenth of the
+training images, so an epoch has at least `MIN_STEPS_PER_EPOCH` steps, and below
+`MIXING_MIN_IMAGES` training images MixUp, CutMix and RandAugment are off (they slow
+learning more than they regularise there). Each choice is logged in one line. Digits
+keeps its own recipe; a tfds data set not downloaded yet has no known size and keeps the
+recipe's values.
 """
 
 from __future__ import annotations
@@ -159,15 +161,24 @@ def _augmentation(recipe: Recipe, overrides: dict | None) -> dict:
     return json.loads(json.dumps(aug))
 
 
+def _train_size(dataset: str, kind: str, data_dir) -> int | None:
+    """Training images of a folder (listed) or a prepared tfds data set; None if unknown."""
+    if kind == "folder":
+        return len(data.folder_files(dataset)[1]["train"])
+    if kind == "tfds":
+        return data.tfds_train_size(dataset, data_dir)
+    return None  # digits keeps its own recipe
+
+
 def _adapted_recipe(
-    recipe: Recipe, dataset: str, kind: str, batch_size, augmentation: dict | None
+    recipe: Recipe, dataset: str, kind: str, data_dir, batch_size, augmentation: dict | None
 ) -> Recipe:
-    """`adapt_to_size` for a folder source; other sources keep the recipe."""
-    if kind != "folder":
+    """`adapt_to_size` for a folder or an already prepared tfds source."""
+    size = _train_size(dataset, kind, data_dir)
+    if size is None:
         return recipe
-    _, files = data.folder_files(dataset)
     keep = set(augmentation or {}) | ({"batch_size"} if batch_size is not None else set())
-    recipe, messages = adapt_to_size(recipe, len(files["train"]), keep=frozenset(keep))
+    recipe, messages = adapt_to_size(recipe, size, keep=frozenset(keep))
     for message in messages:
         logger.info("Small data set: %s", message)
     return recipe
@@ -215,9 +226,9 @@ def make_config(
         train_class_token_only: train the last block on the class token alone (faster,
             the same gradients to float rounding; see `keras_vit.ViT`).
 
-    Unset batch size and mixing augmentations adapt to a small folder data set
-    (`adapt_to_size`; each choice is logged); digits and tensorflow-datasets sources keep
-    the recipe's values.
+    Unset batch size and mixing augmentations adapt to a small folder or downloaded
+    tensorflow-datasets data set (`adapt_to_size`; each choice is logged); digits keeps
+    its recipe.
 
     Returns:
         A `TrainConfig`.
@@ -227,7 +238,8 @@ def make_config(
     """
     _check_run_numbers(epochs, batch_size, learning_rate)
     kind = data.source_kind(dataset)
-    chosen = _adapted_recipe(recipe_for(recipe, dataset), dataset, kind, batch_size, augmentation)
+    chosen = recipe_for(recipe, dataset)
+    chosen = _adapted_recipe(chosen, dataset, kind, data_dir, batch_size, augmentation)
     weights = None if weights is None else os.fspath(weights)
     is_run_dir = weights is not None and Path(weights).is_dir()
     return TrainConfig(
