@@ -138,19 +138,23 @@ def training_batches(
     Returns:
         A `tf.data.Dataset` of batches.
     """
-    import keras
-
-    num_classes = len(examples.class_names)
     aug = augmentation or Augmentation(crop_area=None, flip=False)
     dataset = examples.dataset.cache() if cache else examples.dataset
     dataset = dataset.shuffle(
         min(shuffle_buffer, max(examples.num_examples, 1)), seed=seed, reshuffle_each_iteration=True
     )
+    dataset = _crop_and_flip(dataset, examples, aug, seed).batch(batch_size)
+    dataset = _mix(_batch_augmentations(dataset, aug, seed), aug, seed)
+    dataset = dataset.map(lambda x, y: (scale_images(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _crop_and_flip(dataset, examples: Examples, aug: Augmentation, seed: int):
+    """Per example: float32 image, random resized crop, flip; one-hot label (parallel)."""
+    num_classes = len(examples.class_names)
+    image_shape = examples.dataset.element_spec[0].shape
     # One stateless seed per example and epoch: parallel map, deterministic results.
     noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    dataset = tf.data.Dataset.zip(dataset, noise)
-
-    image_shape = examples.dataset.element_spec[0].shape
 
     def per_example(example, rand):
         image, label = example
@@ -162,8 +166,13 @@ def training_batches(
             image = tf.image.stateless_random_flip_left_right(image, tf.stack([rand, 2]))
         return image, tf.one_hot(label, num_classes, dtype=tf.float32)
 
-    dataset = dataset.map(per_example, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size)
+    zipped = tf.data.Dataset.zip(dataset, noise)
+    return zipped.map(per_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _batch_augmentations(dataset, aug: Augmentation, seed: int):
+    """Per batch: rotation and RandAugment (Keras layers, sequential maps)."""
+    import keras
 
     # Keras' random layers keep state in a variable: sequential maps keep them reproducible.
     if aug.rotation_degrees:
@@ -179,27 +188,33 @@ def training_batches(
             seed=seed,
         )
         dataset = dataset.map(lambda x, y: (randaugment(x), y))
+    return dataset
+
+
+def _mix(dataset, aug: Augmentation, seed: int):
+    """Per batch: MixUp or CutMix (one of the two, at random, when both are on)."""
+    import keras
+
     mixers = []
     if aug.mixup_alpha:
         mixers.append(keras.layers.MixUp(alpha=aug.mixup_alpha, seed=seed + 1))
     if aug.cutmix_alpha:
         mixers.append(keras.layers.CutMix(factor=aug.cutmix_alpha, seed=seed + 2))
-    if mixers:
+    if not mixers:
+        return dataset
 
-        def mix(images, labels, choice):
-            data = {"images": images, "labels": labels}
-            if len(mixers) == 1:
-                out = mixers[0](data)
-            else:
-                out = tf.cond(choice < 0.5, lambda: mixers[0](data), lambda: mixers[1](data))
-            return out["images"], out["labels"]
+    def mix(images, labels, choice):
+        data = {"images": images, "labels": labels}
+        if len(mixers) == 1:
+            out = mixers[0](data)
+        else:
+            out = tf.cond(choice < 0.5, lambda: mixers[0](data), lambda: mixers[1](data))
+        return out["images"], out["labels"]
 
-        choices = tf.data.Dataset.random(seed=seed + 3, rerandomize_each_iteration=True).map(
-            lambda r: tf.cast(r % 2, tf.float32)
-        )
-        dataset = tf.data.Dataset.zip(dataset, choices).map(lambda xy, c: mix(xy[0], xy[1], c))
-    dataset = dataset.map(lambda x, y: (scale_images(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    choices = tf.data.Dataset.random(seed=seed + 3, rerandomize_each_iteration=True).map(
+        lambda r: tf.cast(r % 2, tf.float32)
+    )
+    return tf.data.Dataset.zip(dataset, choices).map(lambda xy, c: mix(xy[0], xy[1], c))
 
 
 def eval_batches(
