@@ -23,7 +23,7 @@ from keras_vit.data.pipelines import Augmentation
 RecipeName = Literal["scratch", "finetune"]
 
 # The small ViT trained by default (on digits): 16x16 images cut into 4x4 patches (each
-# patch is 2x2 pixels of the 8x8 original), 307k parameters.
+# patch is 2x2 pixels of the 8x8 original).
 SMALL_MODEL = {
     "image_size": 16,
     "patch_size": 4,
