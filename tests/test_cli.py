@@ -68,6 +68,13 @@ def test_train_and_evaluate_cli(tmp_path, capsys):
     # The same command again is refused: the folder holds a run.
     assert train.main([*args, "--batch-size", "4", *NANO_FLAGS]) == 1
     assert "--resume" in _one_line_error(capsys)
+    # --overwrite with a run that fails in its first epoch: the old run is back, whole.
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    failing = [*args, "--batch-size", "4", *NANO_FLAGS, "--overwrite", "--learning-rate", "1e30"]
+    assert train.main(failing) == 1
+    assert "Training stopped: the loss became" in _one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not training.previous_path(out).exists()
     # Resuming with another batch size names the key that differs.
     assert train.main([*args, "--batch-size", "2", *NANO_FLAGS, "--resume"]) == 1
     assert "batch_size (4 in run directory, 2 now)" in _one_line_error(capsys)
