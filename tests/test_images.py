@@ -172,3 +172,33 @@ def test_images_module_needs_neither_tensorflow_nor_keras(tmp_path):
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_damaged_files_give_an_array_or_one_line_error(tmp_path):
+    """Truncations and byte flips of valid files: a correct array or ImageFileError, never
+    another exception."""
+    rng = np.random.default_rng(6)
+    originals = []
+    for name in ("a.png", "a.jpg", "a.webp", "a.tiff", "a.gif", "a.bmp"):
+        Image.fromarray(_pattern(rng)).save(tmp_path / name)
+        originals.append((name, (tmp_path / name).read_bytes()))
+    outcomes = {"array": 0, "error": 0}
+    for case in range(240):
+        name, content = originals[case % len(originals)]
+        damaged = bytearray(content)
+        if case % 2:
+            damaged = damaged[: int(rng.integers(0, len(damaged)))]
+        else:
+            for index in rng.integers(0, len(damaged), size=4):
+                damaged[index] ^= int(rng.integers(1, 256))
+        path = tmp_path / f"damaged{case}{Path(name).suffix}"
+        path.write_bytes(bytes(damaged))
+        try:
+            image = read_image(path)
+        except ImageFileError as error:
+            assert str(path) in str(error) and "\n" not in str(error)
+            outcomes["error"] += 1
+        else:
+            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            outcomes["array"] += 1
+    assert outcomes["error"] > 0
