@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from export import tflite_file
+from keras_vit.images import ImageFileError, read_image  # noqa: F401 (ImageFileError is API here)
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,6 @@ BACKENDS: tuple[tuple[str, str], ...] = (
 
 class ModelFileError(ValueError):
     """The model file cannot be read as a TFLite classifier."""
-
-
-class ImageFileError(ValueError):
-    """An image file cannot be read."""
 
 
 def _open_interpreter(content: bytes, num_threads: int | None, backends=BACKENDS):
@@ -233,19 +230,17 @@ class Classifier:
 def load_image(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     """Reads an image file as uint8 RGB `(height, width, 3)`, resized bilinearly to `size`.
 
+    The file is read by `keras_vit.images.read_image`, the reader training uses (EXIF
+    orientation, 16-bit scaling, alpha dropped), then resized with Pillow if its size
+    differs from `size`.
+
     Raises:
         ImageFileError: the file is missing or not an image Pillow can decode.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise ImageFileError(f"Image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageFileError(f"Cannot read image {path}: {error}") from None
+    image = read_image(path)
+    if image.shape[:2] != (size[0], size[1]):
+        resized = Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        image = np.asarray(resized, dtype=np.uint8)
+    return image

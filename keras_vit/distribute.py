@@ -14,8 +14,7 @@
 - `"tpu"`: `TPUStrategy` over `TPUClusterResolver(tpu=...)` (a Cloud TPU name, `"local"`
   on a TPU VM, or a `grpc://host:port` address). A `grpc://` address is probed with a plain
   TCP connection first and the TPU system is initialised with a time limit, so an
-  unreachable TPU fails in seconds instead of hanging (measured: connecting to a closed
-  port hung for over a minute).
+  unreachable TPU fails in seconds instead of hanging.
 
 Rules a training run follows (`keras_vit.training.train`):
 
@@ -31,7 +30,7 @@ Rules a training run follows (`keras_vit.training.train`):
   replicas): `AutoShardPolicy.DATA` for every source, set explicitly (`with_shard_policy`).
   Every worker runs the same seeded pipeline and keeps its share of each global batch, so
   the global batches, their order and their augmentations are those of a one-machine run.
-  `FILE` was tried for tensorflow-datasets' TFRecord files and does not apply: tf.data's
+  `FILE` does not apply to tensorflow-datasets' TFRecord files either: tf.data's
   FILE rewrite stops at the per-example seed stream (`tf.data.Dataset.random`) zipped
   into the training pipeline ("Did not find a shardable source"), and digits (in memory)
   and image folders (a list of paths read by a Python function) have no file reader to
@@ -41,17 +40,16 @@ Rules a training run follows (`keras_vit.training.train`):
   Keras 3's `compile(auto_scale_loss=True)` wraps the optimizer in a `LossScaleOptimizer`
   only when the model's *own* policy is `mixed_float16`, and the functional
   `VisionTransformer` keeps float32 as its own policy (its layers get the mixed one), so
-  nothing was wrapped (checked); `keras_vit.training.build_training_model` wraps it itself.
+  nothing would be wrapped; `keras_vit.training.build_training_model` wraps it itself.
 - Multi-worker: only the chief (task `chief`, or `worker` 0 when there is no chief) writes
-  the checkpoint folder. Every worker runs the same saving code, because reading Keras'
+  the run directory. Every worker runs the same saving code, because reading Keras'
   metric variables (`synchronization="on_read"`) is a collective operation; a non-chief
   writes into `worker_scratch_dir(output, task)` and deletes it at once (the pattern of
   TensorFlow's multi-worker Keras tutorial). `BackupAndRestore` resumes from the chief's
   `backup/`, which every worker reads, so `--output` must be on storage all workers
   share (a network file system or a bucket) for `--resume`.
 
-What works on this stack (TensorFlow 2.21, Keras 3.15.1), measured with two processes on
-127.0.0.1 before the design: `MirroredStrategy` works with `model.fit` as is. Keras 3's
+Why `prepare_model_for_fit` exists: `MirroredStrategy` works with `model.fit` as is; Keras 3's
 `model.fit` under a multi-worker `MultiWorkerMirroredStrategy` fails twice
 (tensorflow/tensorflow#72388, keras-team/keras#20585, still open): (1) before the first
 step it all-reduces a nested batch with `strategy.reduce`, which MWMS cannot
@@ -60,7 +58,7 @@ step with `strategy.reduce("MEAN", value, axis=0)` ("Invalid reduction dimension
 input with 0 dimensions"). And under any strategy other than the default, `fit` first
 draws one batch to build the metrics, which starts (and discards) a pass of the dataset:
 the seeded, reshuffled-each-pass order of epoch 1 then becomes that of epoch 2 of a
-one-device run (measured: two-replica and one-device losses parted after 3 steps).
+one-device run.
 `prepare_model_for_fit` works around all three: it builds the compiled metrics and loss
 from the dataset's element spec up front (so `fit` skips its pre-build), and under MWMS it
 makes the train and test steps return their logs as `[1]` vectors (so the cross-worker
@@ -272,7 +270,10 @@ def make_strategy(
         strategy = _multiworker()
     else:
         strategy = _tpu(tpu, tpu_timeout)
-    logger.info(
+    # One device is the ordinary case: worth a line only when it is not.
+    level = logging.INFO if strategy.num_replicas_in_sync > 1 else logging.DEBUG
+    logger.log(
+        level,
         "Strategy %s: %d replica%s",
         type(strategy).__name__,
         strategy.num_replicas_in_sync,

@@ -1,25 +1,49 @@
-"""`python -m keras_vit.train`: train a ViT and write a checkpoint folder.
+"""`python -m keras_vit.train`: train a ViT and write a run directory.
 
 With no flags but `--output`, it trains the small default ViT on the embedded digits data:
 
-    python -m keras_vit.train --output ckpt/
+    python -m keras_vit.train --output run/
     python -m keras_vit.train --dataset cifar10 --model ViT_Ti16 --image-size 32 \
-        --patch-size 4 --epochs 50 --output cifar_ckpt/
+        --patch-size 4 --epochs 50 --output cifar_run/
     python -m keras_vit.train --dataset path/to/flowers/ --model ViT_B16 \
-        --weights ViT-B_16.npz --recipe finetune --output flowers_ckpt/
+        --weights ViT-B_16.npz --recipe finetune --output flowers_run/
+    python -m keras_vit.train --dataset path/to/more_flowers/ --weights flowers_run/ \
+        --recipe finetune --output more_flowers_run/
 
 A run killed part-way continues with the same command plus `--resume`. Several GPUs,
 machines or a TPU: `--strategy {auto,default,mirrored,multiworker,tpu}` (see
 `keras_vit.distribute`; `--batch-size` is the global batch).
+
+The parser imports nothing heavy: `--help` and argument errors answer without loading
+TensorFlow. TensorFlow's own log lines (C++ INFO / WARNING / ERROR, absl) are hidden
+unless `--verbose` is given or `TF_CPP_MIN_LOG_LEVEL` is set by the user.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from keras_vit import data, distribute, training
+from keras_vit.console import configure_logging, fit_verbosity, import_tensorflow_quietly
+
+# Mirrors `keras_vit.training.RECIPES` and `keras_vit.distribute.STRATEGIES` (a test keeps
+# them equal) so that the parser needs neither TensorFlow nor Keras.
+RECIPE_NAMES = ("finetune", "scratch")
+STRATEGY_NAMES = ("auto", "default", "mirrored", "multiworker", "tpu")
+ARCHITECTURE_FLAGS = (
+    "image-size",
+    "patch-size",
+    "hidden-size",
+    "num-layers",
+    "num-heads",
+    "mlp-dim",
+)
+
+OVERWRITE_HELP = (
+    "replace the keras-vit run in --output (never a foreign folder); the old run is kept "
+    "as <output>.previous until the new run completes its first epoch, and put back if the "
+    "new run fails before that"
+)
 
 
 def _augmentation_overrides(args: argparse.Namespace) -> dict:
@@ -39,12 +63,8 @@ def _augmentation_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_vit.train",
-        description="Train a Vision Transformer and write a checkpoint folder.",
-    )
-    parser.add_argument("--output", required=True, help="checkpoint folder to write")
+def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, help="run directory to write")
     parser.add_argument(
         "--dataset",
         default="digits",
@@ -54,12 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", help="a named variant (ViT_Ti16, ViT_B16, B/16, ...); default: small ViT"
     )
-    for flag in ("image-size", "patch-size", "hidden-size", "num-layers", "num-heads", "mlp-dim"):
+    for flag in ARCHITECTURE_FLAGS:
         parser.add_argument(f"--{flag}", type=int, help="override the model's " + flag)
-    parser.add_argument("--weights", help="pretrained weights for the model builder (.npz)")
-    parser.add_argument("--recipe", default="scratch", choices=sorted(training.RECIPES))
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument(
+        "--weights",
+        help="start from these weights: a Google .npz checkpoint, or the run directory of an "
+        "earlier training run (fine-tuning; its architecture, a new head if the classes differ)",
+    )
+
+
+def _add_recipe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recipe",
+        default="scratch",
+        help=f"training recipe: {' or '.join(RECIPE_NAMES)} (default scratch)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, help="epochs (default: the recipe's; 100 for scratch on digits)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="global batch size (default: the recipe's; on a small data set at most a tenth of "
+        "the training images, for >= 10 steps per epoch)",
+    )
     parser.add_argument("--learning-rate", type=float, help="peak learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
@@ -67,9 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rotation", type=float, metavar="DEGREES", help="random rotations up to DEGREES"
     )
-    parser.add_argument("--randaugment", type=int, metavar="OPS", help="RandAugment ops (0: off)")
-    parser.add_argument("--mixup", type=float, metavar="ALPHA", help="MixUp alpha (0: off)")
-    parser.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix alpha (0: off)")
+    mixing = " (default: the recipe's; off below a few thousand training images)"
+    parser.add_argument(
+        "--randaugment", type=int, metavar="OPS", help="RandAugment ops, 0: off" + mixing
+    )
+    parser.add_argument("--mixup", type=float, metavar="ALPHA", help="MixUp alpha, 0: off" + mixing)
+    parser.add_argument(
+        "--cutmix", type=float, metavar="ALPHA", help="CutMix alpha, 0: off" + mixing
+    )
+
+
+def _add_execution(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mixed-precision",
         action="store_true",
@@ -85,55 +131,82 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strategy",
         default="auto",
-        choices=distribute.STRATEGIES,
-        help="tf.distribute strategy; auto: mirrored over several local GPUs, else default; "
-        "multiworker reads the cluster from TF_CONFIG",
+        help=f"tf.distribute strategy: {', '.join(STRATEGY_NAMES)}; auto: mirrored over "
+        "several local GPUs, else default; multiworker reads the cluster from TF_CONFIG",
     )
     parser.add_argument(
         "--tpu", help="with --strategy tpu: Cloud TPU name, 'local' or grpc://host:port"
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace the checkpoint in --output"
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's own log lines (hidden by default unless "
+        "TF_CPP_MIN_LOG_LEVEL is set)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line parser; it imports nothing heavy."""
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_vit.train",
+        description="Train a Vision Transformer and write a run directory.",
+    )
+    _add_data_and_model(parser)
+    _add_recipe(parser)
+    _add_execution(parser)
     return parser
+
+
+def _make_config(training, args: argparse.Namespace):
+    architecture = {flag.replace("-", "_"): None for flag in ARCHITECTURE_FLAGS}
+    architecture.update({key: getattr(args, key) for key in architecture})
+    return training.make_config(
+        args.dataset,
+        data_dir=args.data_dir,
+        model=args.model,
+        architecture=architecture,
+        weights=args.weights,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        augmentation=_augmentation_overrides(args),
+        seed=args.seed,
+        mixed_precision=args.mixed_precision,
+        jit_compile=args.jit_compile,
+        train_class_token_only=args.train_class_token_only,
+    )
+
+
+def _report(result) -> int:
+    metrics = result.metrics
+    if not metrics:  # a non-chief worker of a multi-worker run
+        print(f"worker done; the chief writes {result.path}")
+        return 0
+    print(
+        f"{result.path}: test top-1 {100 * metrics['top1']:.2f} %, "
+        f"top-5 {100 * metrics['top5']:.2f} % ({metrics['num_examples']} images)"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    architecture = {
-        "image_size": args.image_size,
-        "patch_size": args.patch_size,
-        "hidden_size": args.hidden_size,
-        "num_layers": args.num_layers,
-        "num_heads": args.num_heads,
-        "mlp_dim": args.mlp_dim,
-    }
+    configure_logging(args.verbose)
+    import_tensorflow_quietly(args.verbose)
+    from keras_vit import data, training  # after the parser: --help needs neither
+
     try:
-        config = training.make_config(
-            args.dataset,
-            data_dir=args.data_dir,
-            model=args.model,
-            architecture=architecture,
-            weights=args.weights,
-            recipe=args.recipe,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            augmentation=_augmentation_overrides(args),
-            seed=args.seed,
-            mixed_precision=args.mixed_precision,
-            jit_compile=args.jit_compile,
-            train_class_token_only=args.train_class_token_only,
-        )
+        config = _make_config(training, args)
         result = training.train(
             config,
             args.output,
             resume=args.resume,
             overwrite=args.overwrite,
-            verbose=0 if args.quiet else "auto",
+            verbose=fit_verbosity(args.quiet),
             strategy=args.strategy,
             tpu=args.tpu,
         )
@@ -146,15 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    metrics = result.metrics
-    if not metrics:  # a non-chief worker of a multi-worker run
-        print(f"worker done; the chief writes {result.path}")
-        return 0
-    print(
-        f"{result.path}: test top-1 {100 * metrics['top1']:.2f} %, "
-        f"top-5 {100 * metrics['top5']:.2f} % ({metrics['num_examples']} images)"
-    )
-    return 0
+    return _report(result)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 from helpers import NANO_FLAGS, history_rows, write_image_folder
 
-from keras_vit import evaluate, train, training
+from keras_vit import console, distribute, evaluate, train, training
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _one_line_error(capsys) -> str:
+    """The error line, the last on stderr; earlier lines may only be progress lines."""
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("error: ")
-    return err[0]
+    assert err and err[-1].startswith("error: "), err
+    assert not [line for line in err[:-1] if line.startswith(("error", "Traceback", "  "))], err
+    return err[-1]
 
 
 @pytest.mark.parametrize(
@@ -32,6 +33,14 @@ def _one_line_error(capsys) -> str:
         (None, ["--model", "ViT_Q99"], "Unknown ViT variant 'ViT_Q99'"),
         (None, ["--epochs", "0"], "Expected `epochs` to be a positive integer"),
         (None, ["--resume", "--overwrite"], "either --resume or --overwrite"),
+        (None, ["--mixup", "nan"], "Expected `mixup_alpha` to be a finite number"),
+        (None, ["--cutmix", "nan"], "Expected `cutmix_alpha` to be a finite number"),
+        (None, ["--rotation", "inf"], "Expected `rotation_degrees` to be a finite number"),
+        (None, ["--learning-rate", "inf"], "Expected `learning_rate` to be a positive finite"),
+        (None, ["--learning-rate", "nan"], "Expected `learning_rate` to be a positive finite"),
+        (None, ["--recipe", "adam"], "Unknown recipe 'adam'"),
+        (None, ["--strategy", "bogus"], "Unknown strategy 'bogus'"),
+        (None, ["--dataset", "mnist:9.9.9"], "tensorflow-datasets 'mnist:9.9.9'"),
     ],
 )
 def test_train_bad_input_is_one_line(tmp_path, capsys, layout, args, message):
@@ -59,12 +68,19 @@ def test_train_and_evaluate_cli(tmp_path, capsys):
     # The same command again is refused: the folder holds a run.
     assert train.main([*args, "--batch-size", "4", *NANO_FLAGS]) == 1
     assert "--resume" in _one_line_error(capsys)
+    # --overwrite with a run that fails in its first epoch: the old run is back, whole.
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    failing = [*args, "--batch-size", "4", *NANO_FLAGS, "--overwrite", "--learning-rate", "1e30"]
+    assert train.main(failing) == 1
+    assert "Training stopped: the loss became" in _one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not training.previous_path(out).exists()
     # Resuming with another batch size names the key that differs.
     assert train.main([*args, "--batch-size", "2", *NANO_FLAGS, "--resume"]) == 1
-    assert "batch_size (4 in checkpoint, 2 now)" in _one_line_error(capsys)
+    assert "batch_size (4 in run directory, 2 now)" in _one_line_error(capsys)
     flags = [*args, "--batch-size", "4", *NANO_FLAGS, "--train-class-token-only", "--resume"]
     assert train.main(flags) == 1
-    assert "train_class_token_only (False in checkpoint, True now)" in _one_line_error(capsys)
+    assert "train_class_token_only (False in run directory, True now)" in _one_line_error(capsys)
 
     (out / "metrics.json").unlink()
     assert evaluate.main([str(out)]) == 0
@@ -74,7 +90,7 @@ def test_train_and_evaluate_cli(tmp_path, capsys):
     assert evaluate.main([str(tmp_path / "nope")]) == 1
     assert "does not exist" in _one_line_error(capsys)
     assert evaluate.main([str(folder)]) == 1
-    assert "not a keras-vit checkpoint folder" in _one_line_error(capsys)
+    assert "not a keras-vit run directory" in _one_line_error(capsys)
 
 
 @pytest.mark.slow
@@ -128,3 +144,95 @@ def test_sigkill_mid_epoch_then_resume_continues(tmp_path):
     assert (out / "model.keras").is_file() and not (out / training.BACKUP_DIR).exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["training"]["epochs_this_session"] == 4 - (int(resumed.group(1)) - 1)
+
+
+def test_parser_names_match_the_library():
+    assert train.RECIPE_NAMES == tuple(sorted(training.RECIPES))
+    assert train.STRATEGY_NAMES == distribute.STRATEGIES
+
+
+def test_help_states_the_overwrite_and_weights_rules():
+    text = " ".join(train.build_parser().format_help().split())
+    assert "kept as <output>.previous until the new run completes its first epoch" in text
+    assert "run directory of an earlier training run" in text
+    assert "checkpoint folder" not in text
+
+
+def _package_imports_tensorflow() -> bool:
+    code = "import sys, keras_vit; print('tensorflow' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return out.stdout.strip() == "True"
+
+
+def test_help_imports_no_tensorflow():
+    if _package_imports_tensorflow():
+        pytest.skip("keras_vit/__init__.py imports TensorFlow (before the lazy package init)")
+    code = (
+        "import sys\n"
+        "from keras_vit.train import main\n"
+        "for argv in (['--help'], []):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
+        "assert not heavy, heavy\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("required: --output")
+
+
+@pytest.mark.slow
+def test_quiet_run_prints_no_tensorflow_lines(tmp_path):
+    if _package_imports_tensorflow():
+        pytest.skip("keras_vit/__init__.py imports TensorFlow (before the lazy package init)")
+    command = [sys.executable, "-m", "keras_vit.train", "--output", str(tmp_path / "run")]
+    command += ["--epochs", "1", "--batch-size", "64", "--quiet", *NANO_FLAGS]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    foreign = [
+        line
+        for line in result.stderr.splitlines()
+        if re.match(r"^([IWEF]\d{4} |WARNING: All log|To enable the following)", line)
+    ]
+    assert not foreign, foreign
+
+
+def test_native_logs_hidden_unless_failing(capfd):
+    with console.native_logs_hidden(True):
+        os.write(2, b"native chatter\n")
+    assert "native chatter" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError), console.native_logs_hidden(True):
+        os.write(2, b"the reason it failed\n")
+        raise RuntimeError("boom")
+    assert "the reason it failed" in capfd.readouterr().err
+    with console.native_logs_hidden(False):
+        os.write(2, b"shown\n")
+    assert "shown" in capfd.readouterr().err
+
+
+def test_log_level_and_progress_lines(monkeypatch):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert not console.hide_native_logs(verbose=False)  # the user's choice is kept
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    assert console.hide_native_logs(verbose=False) and not console.hide_native_logs(True)
+
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.setattr(sys, "stdout", Stream(False))
+    assert console.fit_verbosity(quiet=False) == 2  # one plain line per epoch in a log file
+    assert console.fit_verbosity(quiet=True) == 0
+    monkeypatch.setattr(sys, "stdout", Stream(True))
+    assert console.fit_verbosity(quiet=False) == 1

@@ -155,6 +155,36 @@ def test_folder_errors_are_one_line(tmp_path, layout, message):
     assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
 
 
+def test_folder_scan_logs_progress(tmp_path, monkeypatch, caplog):
+    from keras_vit.data import folders
+
+    write_image_folder(tmp_path, per_class=4)
+    monkeypatch.setattr(folders, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level("INFO", logger="keras_vit.data"):
+        examples = data.load_examples(str(tmp_path), "train", 8)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("Checking images of the train split") for m in messages)
+    assert f"Checked {examples.num_examples} images of the train split of {tmp_path}" in messages
+
+
+def test_class_without_readable_training_images_is_refused(tmp_path):
+    write_image_folder(tmp_path, classes=("cat", "dog"), per_class=6)
+    for path in (tmp_path / "dog").iterdir():
+        path.write_bytes(b"not an image")
+    with pytest.raises(data.DataError, match="has no readable training images") as info:
+        data.load_examples(str(tmp_path), "train", 8)
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "dog") in message
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "carriage\rreturn", " padded", "sep\u2028x"])
+def test_class_names_labels_txt_cannot_hold_are_refused(tmp_path, name):
+    write_image_folder(tmp_path, classes=("cat", name), per_class=2)
+    with pytest.raises(data.DataError, match=r"labels\.txt") as info:
+        data.folder_files(tmp_path)
+    assert len(str(info.value).splitlines()) == 1 and repr(name) in str(info.value)
+
+
 def test_missing_folder_and_misplaced_splits(tmp_path):
     with pytest.raises(data.DataError, match=r"Image folder .*nope does not exist"):
         data.load_examples(str(tmp_path / "nope"), "train", 8)
@@ -238,6 +268,21 @@ def test_tfds_split_rule(tfds_dir, config, sizes):
     assert got == sizes
 
 
+def test_tfds_train_size_and_adapted_defaults(tfds_dir, tmp_path):
+    from keras_vit import training
+
+    name = "keras_vit_tiny_tfds/train_test"
+    size = data.tfds_train_size(name, tfds_dir)
+    assert size == data.load_examples(name, "train", 8, data_dir=tfds_dir).num_examples
+    assert data.tfds_train_size(name, tmp_path) is None  # not downloaded: unknown, no download
+    assert not any(tmp_path.iterdir())
+    adapted = training.make_config(name, data_dir=tfds_dir)
+    assert adapted.batch_size == size // training.MIN_STEPS_PER_EPOCH
+    assert adapted.augmentation["mixup_alpha"] == 0
+    unknown = training.make_config(name, data_dir=tmp_path)
+    assert unknown.batch_size == training.RECIPES["scratch"].batch_size
+
+
 def test_tfds_split_specs_table():
     assert data.tfds_split_specs(["train", "test"]) == {
         "train": "train[:90%]",
@@ -256,6 +301,19 @@ def test_tfds_download_failure_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(data.DataError, match="Could not download tensorflow-datasets") as info:
         data.load_examples("keras_vit_tiny_tfds/all", "train", 8, data_dir=tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_tfds_unknown_version_or_config_is_one_line(tmp_path):
+    for name, cause in (
+        ("mnist:9.9.9", "cannot be loaded at version 9.9.9"),
+        ("mnist/nope", "BuilderConfig nope not found"),
+    ):
+        with pytest.raises(
+            data.DataError, match=re.escape(f"tensorflow-datasets {name!r}")
+        ) as info:
+            data.load_examples(name, "train", 8, data_dir=tmp_path)
+        assert cause in str(info.value) and "\n" not in str(info.value)
+    assert not any(tmp_path.iterdir())  # refused before any download
 
 
 def test_source_kinds():
@@ -335,6 +393,10 @@ def test_random_resized_crop_stays_inside_the_image():
 
 
 def test_augmentation_validation():
+    for key in ("mixup_alpha", "cutmix_alpha", "rotation_degrees", "randaugment_magnitude"):
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=f"Expected `{key}` to be a finite number"):
+                data.Augmentation(**{key: value})
     with pytest.raises(ValueError, match="crop_area"):
         data.Augmentation(crop_area=(0.5, 1.5))
     with pytest.raises(ValueError, match="mixup_alpha"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import NANO_FLAGS, history_rows
 
-from keras_vit import artifacts, distribute, train, training
+from keras_vit import distribute, run_dir, train, training
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "distribute_scripts"
@@ -274,7 +274,7 @@ def test_two_worker_multiworker_run_on_loopback(tmp_path):
     assert "Strategy CollectiveAllReduceStrategy: 2 replicas" in _stderr(tmp_path, 1)
     assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES  # no worker scratch left
     assert [p.name for p in (tmp_path / "cwd1").iterdir()] == ["stderr.txt"]
-    ckpt = artifacts.read_checkpoint(out)
+    ckpt = run_dir.read_run_dir(out)
     model = ckpt.load_model()
     assert model.count_params() > 0 and ckpt.labels[:2] == ("0", "1")
     metrics = json.loads((out / "metrics.json").read_text())
@@ -315,4 +315,4 @@ def test_killed_worker_then_both_resume_from_the_last_completed_epoch(tmp_path):
     assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES  # backup and scratch gone
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["training"]["epochs_this_session"] == 3 - (int(resumed.group(1)) - 1)
-    artifacts.read_checkpoint(out).load_model()
+    run_dir.read_run_dir(out).load_model()

@@ -7,7 +7,7 @@ import pytest
 from helpers import write_image_folder
 
 import keras_vit
-from keras_vit import artifacts, checkpoints, data, training
+from keras_vit import artifacts, checkpoints, data, run_dir, training
 from keras_vit.evaluate import evaluate_checkpoint
 
 # A model small enough that a two-epoch run is mostly graph tracing.
@@ -34,7 +34,7 @@ def trained(tmp_path_factory, image_folder):
     return config, training.train(config, out, verbose=0)
 
 
-def test_train_writes_a_complete_checkpoint(trained, image_folder):
+def test_train_writes_a_complete_run_directory(trained, image_folder):
     config, result = trained
     path = result.path
     assert (path / "model.keras").stat().st_mode & 0o777 == artifacts.default_file_mode()
@@ -53,7 +53,7 @@ def test_train_writes_a_complete_checkpoint(trained, image_folder):
     for png in ("training_curves.png", "confusion_matrix.png"):
         assert (path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    ckpt = artifacts.read_checkpoint(path)
+    ckpt = run_dir.read_run_dir(path)
     assert ckpt.labels == ("bright", "dark", "mid")  # sorted folder names
     assert ckpt.image_size == (16, 16)
     assert ckpt.config["dataset"]["source"] == str(image_folder.resolve())
@@ -84,8 +84,8 @@ def test_evaluate_checkpoint_reproduces_training_metrics(trained, tmp_path):
         assert metrics[key] == result.metrics[key]
     assert metrics["loss"] == pytest.approx(result.metrics["loss"], rel=1e-6)
     # Independent check of top-1: Keras' own metric on the loaded model.
-    model = artifacts.read_checkpoint(copy).load_model()
-    ckpt = artifacts.read_checkpoint(copy)
+    model = run_dir.read_run_dir(copy).load_model()
+    ckpt = run_dir.read_run_dir(copy)
     test = data.load_examples(ckpt.config["dataset"]["source"], "test", 16)
     accuracy = keras.metrics.SparseCategoricalAccuracy()
     for images, labels in data.eval_batches(test, 4):
@@ -104,7 +104,7 @@ def test_same_seed_same_result(tmp_path):
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         config = nano_config("digits", epochs=1, batch_size=64, seed=seed)
         result = training.train(config, tmp_path / name, verbose=0)
-        weights = artifacts.read_checkpoint(result.path).load_model().get_weights()
+        weights = run_dir.read_run_dir(result.path).load_model().get_weights()
         runs.append((weights, (result.path / "history.csv").read_text(), result.metrics))
     (w_a, h_a, m_a), (w_b, h_b, m_b), (w_c, h_c, _) = runs
     assert h_a == h_b
@@ -122,7 +122,7 @@ def test_output_folder_rules(trained, tmp_path, image_folder):
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(training.TrainingError, match="is not empty; pass --resume"):
         training.train(config, busy, verbose=0)
-    with pytest.raises(training.TrainingError, match="not a keras-vit checkpoint folder"):
+    with pytest.raises(training.TrainingError, match="not a keras-vit run directory"):
         training.train(config, busy, overwrite=True, verbose=0)
     assert (busy / "notes.txt").read_text() == "mine"
 
@@ -133,13 +133,13 @@ def test_output_folder_rules(trained, tmp_path, image_folder):
         training.train(other, copy, resume=True, verbose=0)
     message = str(info.value)
     assert "\n" not in message
-    assert "epochs (3 in checkpoint, 4 now)" in message
-    assert "learning_rate (0.001 in checkpoint, 0.5 now)" in message
-    # A checkpoint written before a setting existed resumes under that setting's default.
+    assert "epochs (3 in run directory, 4 now)" in message
+    assert "learning_rate (0.001 in run directory, 0.5 now)" in message
+    # A run directory written before a setting existed resumes under that setting's default.
     stored = json.loads((copy / artifacts.CONFIG_FILE).read_text())
     del stored["training"]["train_class_token_only"]
     (copy / artifacts.CONFIG_FILE).write_text(json.dumps(stored))
-    assert training._differences(stored["training"], config.to_json()) == []
+    assert training.config_differences(stored["training"], config.to_json()) == []
     with pytest.raises(training.TrainingError, match=r"train_class_token_only \(False in"):
         training.train(
             nano_config(str(image_folder), epochs=3, train_class_token_only=True),
@@ -230,3 +230,123 @@ def test_build_training_model_options():
     assert isinstance(scratch.optimizer, keras.optimizers.AdamW)
     assert scratch.optimizer.weight_decay == 0.05
     assert scratch.loss.label_smoothing == 0.1
+
+
+def _tree(path):
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path)): p.read_bytes() for p in files}
+
+
+class _FailAtFirstBatch(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        raise RuntimeError("simulated failure")
+
+
+def test_overwrite_keeps_the_previous_run_until_an_epoch_completes(trained, tmp_path):
+    config, result = trained
+    out = tmp_path / "run"
+    shutil.copytree(result.path, out)
+    before = _tree(out)
+    previous = training.previous_path(out)
+    nan = nano_config(config.dataset, learning_rate=1e30)
+    with pytest.raises(training.NonFiniteLossError):
+        training.train(nan, out, overwrite=True, verbose=0)
+    assert _tree(out) == before and not previous.exists()
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        training.train(config, out, overwrite=True, verbose=0, callbacks=[_FailAtFirstBatch()])
+    assert _tree(out) == before and not previous.exists()
+
+    # A kill between the two leaves the old run aside; --overwrite then refuses to run.
+    previous.mkdir()
+    with pytest.raises(training.TrainingError, match="interrupted --overwrite") as info:
+        training.train(config, out, overwrite=True, verbose=0)
+    assert "\n" not in str(info.value) and _tree(out) == before
+    previous.rmdir()
+
+    one_epoch = nano_config(config.dataset, epochs=1)
+    training.train(one_epoch, out, overwrite=True, verbose=0)
+    assert not previous.exists()
+    stored = json.loads((out / artifacts.CONFIG_FILE).read_text())
+    assert stored["training"]["epochs"] == 1
+    assert len(training.read_history(out / "history.csv")) == 1
+
+
+def test_digits_default_config_is_unchanged():
+    """The default run (and so its seeded result) must not move with the adaptive rules."""
+    assert training.make_config().to_json() == {
+        "architecture": training.SMALL_MODEL,
+        "augmentation": {
+            "crop_area": [0.7, 1.0],
+            "crop_aspect": [0.8, 1.25],
+            "cutmix_alpha": 0.0,
+            "flip": False,
+            "mixup_alpha": 0.0,
+            "randaugment_magnitude": 0.5,
+            "randaugment_ops": 0,
+            "rotation_degrees": 0.0,
+        },
+        "batch_size": 64,
+        "data_dir": None,
+        "dataset": "digits",
+        "drop_path_rate": 0.1,
+        "epochs": 100,
+        "global_clipnorm": None,
+        "jit_compile": False,
+        "label_smoothing": 0.1,
+        "learning_rate": 0.001,
+        "mixed_precision": False,
+        "model": None,
+        "momentum": 0.0,
+        "recipe": "scratch",
+        "seed": 0,
+        "train_class_token_only": False,
+        "warmup_fraction": 0.1,
+        "weight_decay": 0.05,
+        "weights": None,
+    }
+
+
+def test_defaults_adapt_to_a_small_folder(image_folder, caplog):
+    scratch = training.RECIPES["scratch"]
+    adapted, messages = training.adapt_to_size(scratch, 300)
+    assert adapted.batch_size == 300 // training.MIN_STEPS_PER_EPOCH and len(messages) == 2
+    aug = adapted.augmentation
+    assert (aug.mixup_alpha, aug.cutmix_alpha, aug.randaugment_ops) == (0, 0, 0)
+    big, messages = training.adapt_to_size(scratch, 100 * scratch.batch_size)
+    assert big == scratch and messages == []
+    kept, _ = training.adapt_to_size(scratch, 300, keep=frozenset({"batch_size", "mixup_alpha"}))
+    assert kept.batch_size == scratch.batch_size and kept.augmentation.mixup_alpha == 0.8
+    assert kept.augmentation.cutmix_alpha == 0
+
+    with caplog.at_level("INFO", logger="keras_vit.training"):
+        config = training.make_config(str(image_folder), architecture=dict(NANO))
+    _, files = data.folder_files(image_folder)
+    assert config.batch_size == max(1, len(files["train"]) // training.MIN_STEPS_PER_EPOCH)
+    assert config.augmentation["mixup_alpha"] == 0 and config.augmentation["randaugment_ops"] == 0
+    assert sum("Small data set" in r.getMessage() for r in caplog.records) == 2
+    chosen = training.make_config(
+        str(image_folder), batch_size=32, augmentation={"mixup_alpha": 0.2}
+    )
+    assert chosen.batch_size == 32 and chosen.augmentation["mixup_alpha"] == 0.2
+
+
+def test_weights_from_a_run_directory(trained, tmp_path):
+    config, result = trained
+    source = run_dir.read_run_dir(result.path).load_model()
+    same = training.make_config(config.dataset, weights=result.path)
+    assert same.architecture == {k: source.get_config()[k] for k in training.ARCHITECTURE_KEYS}
+    for num_classes in (3, 5):
+        model = training.build_model(same, num_classes)
+        for ours in model.weights:
+            theirs = source.get_layer(ours.path.split("/")[0])
+            if ours.path.startswith("head/") and num_classes != 3:
+                assert not np.any(ours.numpy())  # a new, zero-initialised head
+                continue
+            match = [w for w in theirs.weights if w.path == ours.path]
+            np.testing.assert_array_equal(ours.numpy(), match[0].numpy(), err_msg=ours.path)
+    wider = training.make_config(
+        config.dataset, weights=result.path, architecture={"hidden_size": 32, "mlp_dim": 64}
+    )
+    with pytest.raises(ValueError, match="does not fit the model") as info:
+        training.build_model(wider, 3)
+    assert "\n" not in str(info.value)
