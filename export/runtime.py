@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from export import tflite_file
-from keras_vit.images import ImageFileError, read_image  # noqa: F401 (ImageFileError is API here)
+from keras_vit.images import ImageFileError, read_resized  # noqa: F401 (ImageFileError is API here)
 
 logger = logging.getLogger(__name__)
 
@@ -230,17 +230,10 @@ class Classifier:
 def load_image(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     """Reads an image file as uint8 RGB `(height, width, 3)`, resized bilinearly to `size`.
 
-    The file is read by `keras_vit.images.read_image`, the reader training uses (EXIF
-    orientation, 16-bit scaling, alpha dropped), then resized with Pillow if its size
-    differs from `size`.
+    `keras_vit.images.read_resized`: the reader training uses (EXIF orientation, 16-bit
+    scaling, alpha dropped), then a Pillow bilinear resize if the size differs.
 
     Raises:
         ImageFileError: the file is missing or not an image Pillow can decode.
     """
-    from PIL import Image
-
-    image = read_image(path)
-    if image.shape[:2] != (size[0], size[1]):
-        resized = Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        image = np.asarray(resized, dtype=np.uint8)
-    return image
+    return read_resized(path, size)

@@ -26,7 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_vit import artifacts, data
+from keras_vit import atomic, data, run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def write_evaluation(
     output: Path, evaluation: Evaluation, metrics: dict, class_names: Sequence[str]
 ) -> None:
     """Writes `metrics.json` and `confusion_matrix.png` into a checkpoint folder."""
-    artifacts.atomic_write_json(output / artifacts.METRICS_FILE, metrics)
+    atomic.atomic_write_json(output / run_dir.METRICS_FILE, metrics)
     plot_confusion_matrix(
         evaluation.confusion_matrix(len(class_names)),
         class_names,
@@ -106,7 +106,7 @@ def _figure_class():
 def _save_figure(figure, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    artifacts.atomic_write_bytes(path, buffer.getvalue())
+    atomic.atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_history(history: Sequence[dict], path: str | os.PathLike) -> None:
@@ -167,10 +167,10 @@ def evaluate_checkpoint(
     Returns:
         The metrics dict (top-1, top-5, loss, example count).
     """
-    checkpoint = artifacts.read_checkpoint(path)
+    checkpoint = run_dir.read_run_dir(path)
     dataset = checkpoint.config.get("dataset") or {}
     if "source" not in dataset:
-        raise ValueError(f"{checkpoint.path / artifacts.CONFIG_FILE} has no dataset source")
+        raise ValueError(f"{checkpoint.path / run_dir.CONFIG_FILE} has no dataset source")
     examples = data.load_examples(
         dataset["source"], split, checkpoint.image_size, data_dir=dataset.get("data_dir")
     )
@@ -182,14 +182,14 @@ def evaluate_checkpoint(
     evaluation = evaluate_model(model, examples, batch_size)
     metrics = evaluation.metrics(split, dataset["source"])
     if write:
-        previous = checkpoint.path / artifacts.METRICS_FILE
+        previous = checkpoint.path / run_dir.METRICS_FILE
         if split == "test" and previous.is_file():
             kept = json.loads(previous.read_text(encoding="utf-8")).get("training")
             if kept is not None:
                 metrics["training"] = kept
         suffix = "" if split == "test" else f"_{split}"
         out = checkpoint.path
-        artifacts.atomic_write_json(out / f"metrics{suffix}.json", metrics)
+        atomic.atomic_write_json(out / f"metrics{suffix}.json", metrics)
         plot_confusion_matrix(
             evaluation.confusion_matrix(len(checkpoint.labels)),
             checkpoint.labels,

@@ -108,3 +108,23 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         text = str(error).strip()
         cause = text.splitlines()[0] if text else type(error).__name__
         raise ImageFileError(f"Cannot read image {path}: {cause}") from None
+
+
+def read_resized(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
+    """`read_image(path)` resized bilinearly (Pillow) to `size = (height, width)`.
+
+    What serving (`export.runtime.load_image`) and `keras_vit.visualize` feed a model.
+
+    Returns:
+        uint8 array `(height, width, 3)`.
+
+    Raises:
+        ImageFileError: as `read_image`.
+    """
+    from PIL import Image
+
+    image = read_image(path)
+    if image.shape[:2] != (size[0], size[1]):
+        resized = Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        image = np.asarray(resized, dtype=np.uint8)
+    return image

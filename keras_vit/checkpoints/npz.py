@@ -29,7 +29,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_vit import artifacts
+from keras_vit import atomic
 from keras_vit.checkpoints.mapping import (
     ReshapeSizes,
     architecture_from_arrays,
@@ -234,7 +234,7 @@ def save_npz(model: VisionTransformer, path: str | os.PathLike, overwrite: bool 
     }
     rows, columns = model.grid_size
     path.parent.mkdir(parents=True, exist_ok=True)
-    with artifacts.atomic_open(path) as handle:
+    with atomic.atomic_open(path) as handle:
         _write_npz(handle, arrays, f"keras_vit:posemb_grid={rows}x{columns}".encode())
     logger.info("Wrote %d arrays of %s to %s", len(arrays), model.name, path)
     return path

@@ -31,7 +31,7 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: PathLike, overwrite: bool) -> Path:
-    from keras_vit.artifacts import atomic_write_bytes
+    from keras_vit.atomic import atomic_write_bytes
 
     path = Path(path)
     if path.exists() and not overwrite:

@@ -43,10 +43,11 @@ SUMMARY_FILE = "summary.json"
 
 
 def load_image(path: PathLike, image_size: Sequence[int], channels: int = 3) -> np.ndarray:
-    """Reads a JPEG/PNG (RGB, grey, palette or with alpha) at the model's image size.
+    """Reads an image as the model sees it: `keras_vit.images.read_resized`, as in serving.
 
-    Transparent pixels are composited onto white; 16-bit images are scaled to 8 bits. The
-    image is resized (bilinear, aspect ratio not kept) to `image_size`.
+    The file goes through the reader training and `export.predict` use (EXIF orientation,
+    16-bit scaling, palette / CMYK to RGB, alpha dropped) and a bilinear resize (aspect
+    ratio not kept) to `image_size`; a one-channel model gets the luminance.
 
     Args:
         path: the image file.
@@ -56,33 +57,18 @@ def load_image(path: PathLike, image_size: Sequence[int], channels: int = 3) -> 
     Returns:
         `(height, width, channels)` uint8; `keras_vit.data.scale_images` maps it to the
         model's [-1, 1] input.
-    """
-    from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Image {path} does not exist")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"{path} is not an image that can be read: {error}") from None
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # 16-bit files are scaled to 8 bits; 32-bit modes only when they exceed 255.
-        values = np.asarray(image, "float64")
-        deep = image.mode.startswith("I;16") or values.max() > 255
-        scale = 255.0 / 65535.0 if deep else 1.0
-        image = Image.fromarray(np.clip(values * scale, 0, 255).astype("uint8"), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    image = image.convert("RGB" if channels == 3 else "L")
-    height, width = image_size
-    image = image.resize((width, height), Image.Resampling.BILINEAR)
-    array = np.asarray(image, "uint8")
-    return array if array.ndim == 3 else array[..., None]
+    Raises:
+        ImageFileError: (a ValueError) the file is missing or cannot be read.
+    """
+    from PIL import Image
+
+    from keras_vit.images import read_resized
+
+    image = read_resized(path, tuple(image_size))
+    if channels == 3:
+        return image
+    return np.asarray(Image.fromarray(image).convert("L"), "uint8")[..., None]
 
 
 def is_visualization(folder: PathLike) -> bool:
@@ -156,10 +142,11 @@ def visualize_run(
     Returns:
         The output folder.
     """
-    from keras_vit.artifacts import atomic_directory, atomic_write_json, read_checkpoint
+    from keras_vit.atomic import atomic_directory, atomic_write_json
     from keras_vit.data import scale_images
+    from keras_vit.run_dir import read_run_dir
 
-    ckpt = read_checkpoint(run_dir)
+    run = read_run_dir(run_dir)
     if not image_paths:
         raise ValueError("Expected at least one image. Received: none")
     stems = [Path(p).stem for p in image_paths]
@@ -169,15 +156,15 @@ def visualize_run(
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         if not overwrite:
             raise FileExistsError(f"Output {output} already exists; pass --force to overwrite it")
-        check_replaceable(output, ckpt.path)
+        check_replaceable(output, run.path)
     try:
-        model = ckpt.load_model()
+        model = run.load_model()
     except Exception as error:  # any load failure is reported in one line
-        raise ValueError(f"Could not load {ckpt.model_path}: {error}") from None
+        raise ValueError(f"Could not load {run.model_path}: {error}") from None
     check_vit(model)
-    if tuple(model.image_size) != ckpt.image_size:
+    if tuple(model.image_size) != run.image_size:
         raise ValueError(
-            f"{ckpt.path} preprocessing image_size {ckpt.image_size} differs from the "
+            f"{run.path} preprocessing image_size {run.image_size} differs from the "
             f"model's {tuple(model.image_size)}"
         )
     raw = np.stack([load_image(p, model.image_size, model.num_channels) for p in image_paths])
@@ -190,7 +177,7 @@ def visualize_run(
     distances = attention_distance(
         np.stack(attentions), model.grid_size, model.patch_size, has_class_token
     )
-    predictions = _predictions(model, images, ckpt.labels)
+    predictions = _predictions(model, images, run.labels)
     pixels = model.patch_size**2 * model.num_channels
     components = patch_embedding_components(model, n=min(28, model.hidden_size, pixels))
 
@@ -226,7 +213,7 @@ def visualize_run(
         atomic_write_json(
             folder / SUMMARY_FILE,
             {
-                "run_dir": str(ckpt.path),
+                "run_dir": str(run.path),
                 "images": [str(p) for p in image_paths],
                 "predictions": predictions,
                 "head_fusion": head_fusion,
