@@ -1049,16 +1049,35 @@ def _(env, tmp):
 
 
 @case(
-    "npz-posemb-grid-2x8",
+    "npz-posemb-source-grid",
     "checkpoints",
-    "a 2x8 position-embedding grid (16 positions) into a 4x4 model",
+    "16 positions declared a 2x8 grid, into a 4x4 model",
     "load_npz(model, path, source_grid=(2, 8))",
     "ok",
-    "resampled to 4x4 and reported in LoadSummary.posemb_resized",
-    fixed_on="core",
+    "resampled from 2x8 to 4x4 and reported in LoadSummary.posemb_resized",
 )
 def _(env, tmp):
     return _posemb_2x8(tmp)
+
+
+@case(
+    "npz-posemb-grid-2x8",
+    "checkpoints",
+    "save_npz of a model on a 2x8 patch grid, loaded into a 4x4 model (same 16 positions)",
+    "load_npz(model, path)",
+    "ok",
+    "resampled from 2x8 to 4x4, not copied position for position",
+    fixed_on="core",
+)
+def _(env, tmp):
+    from keras_vit.checkpoints import save_npz
+
+    path = save_npz(tiny_token_model(image_size=(16, 64), seed=1), tmp / "wide.npz")
+
+    def check(summary):
+        assert summary.posemb_resized == ((2, 8), (4, 4)), summary.posemb_resized
+
+    return _api(_load_npz(tiny_token_model(), path), check=check)
 
 
 @case(
@@ -2380,6 +2399,27 @@ def _(env, tmp):
         np.testing.assert_array_equal(pixels, expected)
 
     return _api(lambda: load_image(path, (16, 16)), check=check)
+
+
+def _same_answers(result) -> None:
+    """The predict CLI printed the same ranked labels and scores for each of its images."""
+    out, _ = result
+    blocks = [block.splitlines()[1:] for block in out.strip().split("\n/") if block]
+    assert len(blocks) == 2 and blocks[0] and blocks[0] == blocks[1], out
+
+
+@case(
+    "predict-png16-cli",
+    "predict",
+    "an 8-bit PNG and the same picture as a 16-bit grey PNG",
+    "python -m export.predict MODEL flat.png deep.png --top-k 3",
+    "ok",
+    "the same top-3 labels and scores for both files",
+    fixed_on="train",
+)
+def _(env, tmp):
+    flat, deep = write_png(tmp / "flat.png"), write_png16(tmp / "deep.png")
+    return _predict_cli(env, flat, deep, "--top-k", "3", check=_same_answers)
 
 
 @case(

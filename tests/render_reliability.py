@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bad_inputs import AREAS, CASES, OUTCOMES
+from test_fuzz_readers import CASE_IDS, KNOWN, SEEDS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 
@@ -69,6 +70,7 @@ def render() -> str:
             + " | ".join(str(counts[o]) for o in OUTCOMES)
             + f" | {sum(counts.values())} |"
         )
+    lines += ["", *_fuzz_section()]
     for area in AREAS:
         lines += [
             "",
@@ -84,6 +86,27 @@ def render() -> str:
                 f"**{case.expect}**: {_cell(case.expected)} | {gets} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _fuzz_section() -> list[str]:
+    lines = [
+        "## Fuzzed readers",
+        "",
+        "Each seed file gets truncations at fixed fractions and seeded random byte flips.",
+        "",
+        "| reader | seed files | cases | pending a fix |",
+        "|---|---|---:|---:|",
+    ]
+    for reader in dict.fromkeys(SEEDS.values()):
+        seeds = [seed for seed, r in SEEDS.items() if r == reader]
+        ids = [i for i in CASE_IDS if i.rsplit("-", 1)[0] in seeds]
+        pending = sum(1 for i in ids if i in KNOWN)
+        lines.append(f"| `{reader}` | {', '.join(seeds)} | {len(ids)} | {pending} |")
+    lines += ["", "Pending fuzz failures:", ""]
+    for reason in dict.fromkeys(KNOWN.values()):
+        count = sum(1 for r in KNOWN.values() if r == reason)
+        lines.append(f"- {count} case{'s' if count > 1 else ''}: {reason}")
+    return lines
 
 
 def main() -> int:
