@@ -30,6 +30,7 @@ def evaluate(
         export.tflite.ExportError / FileNotFoundError / ValueError: one-line messages.
     """
     from export import tflite
+    from export.loading import load_run_model
     from export.runtime import Classifier
 
     checkpoint = artifacts.read_checkpoint(checkpoint_dir)
@@ -47,7 +48,7 @@ def evaluate(
     if len(images) == 0:
         raise tflite.ExportError(f"The {split} split is empty")
     reference = tflite.keras_probabilities(
-        checkpoint.load_model(), images, checkpoint.config["preprocessing"]
+        load_run_model(checkpoint), images, checkpoint.config["preprocessing"]
     )
     result = tflite.evaluate_file(path, images, labels, reference, threads, latency_runs)
     result.update(

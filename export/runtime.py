@@ -97,6 +97,7 @@ class Classifier:
     Raises:
         ModelFileError: the file is missing, not a TFLite model, or not a single-input
             image classifier.
+        ValueError: `num_threads` is below 1.
     """
 
     def __init__(
@@ -105,6 +106,8 @@ class Classifier:
         num_threads: int | None = None,
         labels: Sequence[str] | None = None,
     ):
+        if num_threads is not None and (isinstance(num_threads, bool) or num_threads < 1):
+            raise ValueError(f"num_threads must be None or at least 1, got {num_threads!r}")
         path = Path(model_path)
         if not path.is_file():
             raise ModelFileError(f"Model file {path} does not exist")

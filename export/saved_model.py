@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from export.loading import load_run_model
+from export.output_folder import check_output, export_folder
 from keras_vit import artifacts
 
 logger = logging.getLogger(__name__)
@@ -39,14 +41,17 @@ def export_saved_model(
         checkpoint_dir: a checkpoint folder (`keras_vit.artifacts`).
         output_dir: where to write; default `<checkpoint>/saved_model`. Refused if it exists
             and is not empty, unless `overwrite`.
-        overwrite: replace an existing `output_dir`.
+        overwrite: replace an existing `output_dir` that an export of this project wrote.
 
     Returns:
         The SavedModel folder.
 
     Raises:
         FileNotFoundError / ValueError: a missing or foreign checkpoint folder.
+        export.loading.RunModelError: `model.keras` cannot be loaded.
         FileExistsError: `output_dir` exists and `overwrite` is False.
+        export.output_folder.OutputFolderError: `output_dir` is the checkpoint folder (or
+            contains it), a file, or a folder this project did not write.
     """
     import keras
     import tensorflow as tf
@@ -56,9 +61,8 @@ def export_saved_model(
 
     checkpoint = artifacts.read_checkpoint(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
-    if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
-        raise FileExistsError(f"Output {output} already exists; pass --force to overwrite it")
-    model = checkpoint.load_model()
+    check_output(output, checkpoint.path, overwrite)
+    model = load_run_model(checkpoint)
     check_classifier(model)
     preprocessing = checkpoint.config["preprocessing"]
     height, width = checkpoint.image_size
@@ -67,9 +71,11 @@ def export_saved_model(
     std = tf.constant(preprocessing["std"], tf.float32)
     softmax = model.classifier_activation != "softmax"
 
-    with tempfile.TemporaryDirectory(prefix="keras_vit_labels_") as scratch:
+    with export_folder(output, checkpoint.path, overwrite, "saved_model") as tmp:
         # The asset is copied into the SavedModel when it is written.
-        labels_path = Path(scratch) / artifacts.LABELS_FILE
+        scratch = tmp / ".labels"
+        scratch.mkdir()
+        labels_path = scratch / artifacts.LABELS_FILE
         labels_path.write_text("\n".join(checkpoint.labels) + "\n", encoding="utf-8")
         table = tf.lookup.StaticHashTable(
             tf.lookup.TextFileInitializer(
@@ -83,6 +89,9 @@ def export_saved_model(
         )
 
         def serve(images):
+            # A loaded signature does not check its input shape, and the patch reshape
+            # would fold the pixels of a larger image into extra batch rows.
+            images = tf.ensure_shape(images, (None, height, width, channels))
             x = (tf.cast(images, tf.float32) - mean) / std
             outputs = inference_forward(model, x)  # last block: the class token only
             probabilities = tf.nn.softmax(outputs, axis=-1) if softmax else outputs
@@ -101,8 +110,8 @@ def export_saved_model(
             serve,
             input_signature=[tf.TensorSpec((None, height, width, channels), tf.uint8, "images")],
         )
-        with artifacts.atomic_directory(output, overwrite=True) as tmp:
-            archive.write_out(str(tmp), verbose=False)
+        archive.write_out(str(tmp), verbose=False)
+        shutil.rmtree(scratch)
     logger.info("Wrote SavedModel %s", output)
     return output
 

@@ -54,7 +54,9 @@ from typing import Literal
 import numpy as np
 
 from export import analysis, tflite_file
+from export.loading import load_run_model
 from export.metadata import LABELS_FILE, attach_metadata, build_classifier_metadata
+from export.output_folder import check_output, export_folder
 from keras_vit import artifacts
 
 logger = logging.getLogger(__name__)
@@ -276,6 +278,7 @@ def convert(
     quantization: Quantization,
     calibration: np.ndarray | None = None,
     symmetric_matmul: bool = True,
+    scratch_dir: str | os.PathLike | None = None,
 ) -> bytes:
     """Converts an export graph (pixels in, probabilities out) to a `.tflite` model.
 
@@ -288,6 +291,8 @@ def convert(
             BATCH_MATMUL zero point 0 so that LiteRT's XNNPACK delegate runs them (see
             `_adjust_calibrated_ranges`);
             False gives the converter's own ranges (slower on CPU, for comparison).
+        scratch_dir: where the intermediate SavedModel is written (and removed); default
+            the system's temporary folder.
 
     Returns:
         The model bytes (no metadata yet).
@@ -304,7 +309,7 @@ def convert(
         )
     if quantization in CALIBRATED and (calibration is None or len(calibration) == 0):
         raise ExportError(f"{quantization} needs calibration images; none were given")
-    with tempfile.TemporaryDirectory(prefix="keras_vit_export_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="keras_vit_export_", dir=scratch_dir) as tmp:
         _write_saved_model(classifier, Path(tmp))
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -544,7 +549,8 @@ def export_tflite(
         quantize: quantizations to export, each one of `QUANTIZATIONS`.
         calibration_samples: training images to calibrate `int8` / `int16x8` / Edge TPU on.
         edgetpu: also export the Edge TPU profile (int8) and check it.
-        overwrite: replace an existing `output_dir`.
+        overwrite: replace an existing `output_dir` that an export of this project wrote
+            (never the checkpoint folder, a folder containing it, or a foreign folder).
         evaluate: measure parity and accuracy on the checkpoint's test split.
         threads: interpreter thread counts to time.
         latency_runs: timed invocations per thread count.
@@ -566,9 +572,8 @@ def export_tflite(
         )
     checkpoint = artifacts.read_checkpoint(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
-    if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
-        raise FileExistsError(f"Output {output} already exists; pass --force to overwrite it")
-    model = checkpoint.load_model()
+    check_output(output, checkpoint.path, overwrite)
+    model = load_run_model(checkpoint)
     preprocessing = checkpoint.config["preprocessing"]
 
     calibration = None
@@ -607,7 +612,7 @@ def export_tflite(
             "num_examples": len(images),
             "keras_accuracy": float((reference.argmax(axis=1) == labels).mean()),
         }
-    with artifacts.atomic_directory(output, overwrite=True) as tmp:
+    with export_folder(output, checkpoint.path, overwrite, "tflite") as tmp:
         artifacts.atomic_write_text(tmp / LABELS_FILE, "\n".join(checkpoint.labels) + "\n")
         graphs: dict[str, object] = {}
         for profile, quantization in jobs:
@@ -615,7 +620,7 @@ def export_tflite(
                 graphs[profile] = build_classifier(model, preprocessing, profile)
             logger.info("Converting %s (%s profile)", quantization, profile)
             started = time.perf_counter()
-            content = convert(graphs[profile], quantization, calibration)
+            content = convert(graphs[profile], quantization, calibration, scratch_dir=tmp)
             content = attach_metadata(
                 content,
                 _metadata(checkpoint, model, quantization),

@@ -18,7 +18,7 @@ from conftest import TINY
 from helpers import write_checkpoint
 
 import keras_vit
-from export import analysis, edgetpu_check, tflite, tflite_file
+from export import analysis, edgetpu_check, output_folder, tflite, tflite_file
 from export.metadata import attach_metadata, build_classifier_metadata
 from export.runtime import Classifier, ModelFileError, _open_interpreter
 from keras_vit import artifacts, data
@@ -398,6 +398,37 @@ def test_cli_prints_the_table(checkpoint, tmp_path, capsys):
     assert err == f"error: Output {tmp_path / 'out'} already exists; pass --force to overwrite it"
 
 
+def test_force_never_replaces_the_run_dir_or_a_foreign_folder(checkpoint, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir() if p.is_file()}
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("three years of work")
+    for output, expected in [
+        (checkpoint, "is the run directory being exported or a folder containing it"),
+        (checkpoint.parent, "is the run directory being exported or a folder containing it"),
+        (foreign, "--force replaces only a folder written by a keras-vit export"),
+    ]:
+        code, _, err = run_cli(
+            tflite.main,
+            [checkpoint, "--output", output, "--force", "--quantize", "float32", "--no-eval"],
+            capsys,
+        )
+        assert code == 1 and expected in err and "\n" not in err, err
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir() if p.is_file()} == before
+    assert (foreign / "thesis.txt").read_text() == "three years of work"
+    # An export folder an older version wrote (a report, no marker) is recognised.
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "report.json").write_text(json.dumps({"checkpoint": str(checkpoint), "files": []}))
+    code, _, err = run_cli(
+        tflite.main,
+        [checkpoint, "--output", older, "--force", "--quantize", "float32", "--no-eval"],
+        capsys,
+    )
+    assert code == 0, err
+    assert (older / "model_float32.tflite").is_file() and output_folder.is_export_folder(older)
+
+
 def test_cli_bad_checkpoints(tmp_path, capsys, checkpoint):
     code, _, err = run_cli(tflite.main, [tmp_path / "missing"], capsys)
     assert code == 1 and err == f"error: Checkpoint folder {tmp_path / 'missing'} does not exist"
@@ -494,6 +525,13 @@ def test_predict_bad_inputs(exported, tmp_path, capsys):
     assert code == 1 and err == f"error: Model file {tmp_path / 'missing.tflite'} does not exist"
     with pytest.raises(ModelFileError, match="is not a TFLite model"):
         Classifier(tmp_path / "notes.tflite")
+    for flag in ("--threads", "--top-k"):
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main([str(model), str(tmp_path / "x.png"), flag, "0"])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_info.value.code == 2 and f"{flag}: must be at least 1, got 0" in err
+    with pytest.raises(ValueError, match="num_threads must be None or at least 1, got 0"):
+        Classifier(model, num_threads=0)
 
 
 def test_evaluate_cli(exported, checkpoint, capsys):
@@ -506,6 +544,21 @@ def test_evaluate_cli(exported, checkpoint, capsys):
     assert code == 0, err
     accuracy = entry(report, "model_int8.tflite")["accuracy"]
     assert re.search(rf"TFLite accuracy +{100 * accuracy:.2f} %", stdout)
+
+
+def test_evaluate_and_export_name_a_broken_model_keras(exported, checkpoint, tmp_path, capsys):
+    from export import evaluate
+
+    out, _ = exported
+    broken = _copy_checkpoint(checkpoint, tmp_path / "broken", {"source": "digits"})
+    (broken / "model.keras").write_bytes((checkpoint / "model.keras").read_bytes()[:3000])
+    cause = "it is truncated or not a Keras archive"
+    expected = f"error: Cannot load {broken / 'model.keras'}: {cause}"
+    code, _, err = run_cli(evaluate.main, [out / "model_int8.tflite", broken], capsys)
+    assert code == 1 and err.startswith(expected) and "\n" not in err, err
+    code, _, err = run_cli(tflite.main, [broken, "--output", tmp_path / "o"], capsys)
+    assert code == 1 and err.startswith(expected) and "\n" not in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_edgetpu_check_cli(exported, capsys, tmp_path):
