@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export import tflite_file
+from export import tflite_reader
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ImageFileError(ValueError):
     """An image file cannot be read."""
 
 
-def _open_interpreter(content: bytes, num_threads: int | None, backends=BACKENDS):
+def open_interpreter(content: bytes, num_threads: int | None, backends=BACKENDS):
     """The first interpreter backend that imports and allocates `content`."""
     failures = []
     for module_name, attr in backends:
@@ -113,12 +113,12 @@ class Classifier:
             raise ModelFileError(f"Model file {path} does not exist")
         content = path.read_bytes()
         try:
-            self.summary = tflite_file.read_summary(content)
-            self.metadata = tflite_file.read_metadata(content)
-        except tflite_file.TFLiteFormatError as error:
+            self.summary = tflite_reader.read_summary(content)
+            self.metadata = tflite_reader.read_metadata(content)
+        except tflite_reader.TFLiteFormatError as error:
             raise ModelFileError(f"{path} is not a TFLite model: {error}") from None
         try:
-            self.interpreter, self.backend = _open_interpreter(content, num_threads)
+            self.interpreter, self.backend = open_interpreter(content, num_threads)
         except RuntimeError as error:
             raise ModelFileError(f"{path}: {error}") from None
         inputs = self.interpreter.get_input_details()
@@ -149,7 +149,7 @@ class Classifier:
         return np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
     def _labels(self, content: bytes) -> list[str]:
-        labels = tflite_file.labels_from_metadata(content)
+        labels = tflite_reader.labels_from_metadata(content)
         if labels is None:
             beside = self.path.with_name("labels.txt")
             if beside.is_file():

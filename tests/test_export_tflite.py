@@ -18,9 +18,11 @@ from conftest import TINY
 from helpers import write_checkpoint
 
 import keras_vit
-from export import analysis, edgetpu_check, output_folder, tflite, tflite_file
+from export import analysis, edgetpu_check, output_folder, tflite, tflite_reader
+from export import convert as conversion
+from export.graph import PixelClassifier
 from export.metadata import attach_metadata, build_classifier_metadata
-from export.runtime import Classifier, ModelFileError, _open_interpreter
+from export.runtime import Classifier, ModelFileError, open_interpreter
 from keras_vit import artifacts, data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +79,7 @@ def test_export_writes_every_file_and_the_report(exported):
     out, report = exported
     names = sorted(p.name for p in out.iterdir())
     expected = [tflite.file_name(q) for q in QUANTIZATIONS] + [
+        output_folder.MARKER_FILE,
         "labels.txt",
         "model_edgetpu_int8.tflite",
         "report.json",
@@ -155,7 +158,7 @@ def test_edgetpu_file_maps_every_op(exported):
 def test_metadata_reads_back(exported):
     out, _ = exported
     content = (out / "model_int8.tflite").read_bytes()
-    meta = tflite_file.read_metadata(content)
+    meta = tflite_reader.read_metadata(content)
     (image,) = meta["inputs"]
     assert image["content"] == "image" and image["color_space"] == "RGB"
     assert image["process_units"] == [
@@ -163,7 +166,7 @@ def test_metadata_reads_back(exported):
     ]
     (probability,) = meta["outputs"]
     assert probability["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
-    assert tflite_file.labels_from_metadata(content) == LABELS
+    assert tflite_reader.labels_from_metadata(content) == LABELS
     assert meta["min_parser_version"] == "1.0.0"
 
 
@@ -214,11 +217,11 @@ def test_runtime_quantizes_int8_inputs_and_outputs(checkpoint, exported, test_sp
     ckpt = artifacts.read_checkpoint(checkpoint)
     graph = tflite.build_classifier(ckpt.load_model(), ckpt.config["preprocessing"])
     calibration = tflite.calibration_images(ckpt, 32)
-    tflite._write_saved_model(graph, tmp_path / "sm")
+    conversion.write_saved_model(graph, tmp_path / "sm")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.representative_dataset = tflite._representative(calibration, "int8")
+    converter.representative_dataset = conversion.representative_dataset(calibration, "int8")
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     (tmp_path / "int8io.tflite").write_bytes(converter.convert())
@@ -234,10 +237,10 @@ def test_runtime_quantizes_int8_inputs_and_outputs(checkpoint, exported, test_sp
 
 def test_runtime_labels_fall_back_to_labels_txt(exported, tmp_path):
     out, _ = exported
-    bare = tflite_file.read_summary  # the file without metadata keeps its graph
+    bare = tflite_reader.read_summary  # the file without metadata keeps its graph
     content = (out / "model_float32.tflite").read_bytes()
     stripped = _strip_metadata(content)
-    assert tflite_file.read_metadata(stripped) is None and bare(stripped).operators
+    assert tflite_reader.read_metadata(stripped) is None and bare(stripped).operators
     (tmp_path / "model.tflite").write_bytes(stripped)
     assert Classifier(tmp_path / "model.tflite").labels == [str(i) for i in range(10)]
     (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
@@ -265,9 +268,9 @@ def test_metadata_attach_replaces_previous_metadata(exported):
         num_classes=10,
     )
     again = attach_metadata(content, meta, {"labels.txt": b"a\nb\n"})
-    assert tflite_file.read_summary(again).metadata_names.count("TFLITE_METADATA") == 1
-    assert tflite_file.read_metadata(again)["name"] == "again"
-    assert tflite_file.labels_from_metadata(again) == ["a", "b"]
+    assert tflite_reader.read_summary(again).metadata_names.count("TFLITE_METADATA") == 1
+    assert tflite_reader.read_metadata(again)["name"] == "again"
+    assert tflite_reader.labels_from_metadata(again) == ["a", "b"]
 
 
 def test_serialization_writes_shared_quantization_vectors_once(exported, test_split):
@@ -281,7 +284,7 @@ def test_serialization_writes_shared_quantization_vectors_once(exported, test_sp
             flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
         )
     )
-    shared = attach_metadata(content, tflite_file.metadata_buffer(content), {})
+    shared = attach_metadata(content, tflite_reader.metadata_buffer(content), {})
     assert len(shared) < 0.95 * len(plain)
     images, _ = test_split
     outputs = []
@@ -354,10 +357,10 @@ def test_interpreter_fallback_skips_a_backend_that_cannot_open_the_model(exporte
         ("ai_edge_litert.interpreter", "Interpreter"),
     )
     content = (out / "model_int8.tflite").read_bytes()
-    _, name = _open_interpreter(content, 1, backends)
+    _, name = open_interpreter(content, 1, backends)
     assert name == "ai_edge_litert.interpreter"
     with pytest.raises(RuntimeError, match="No TFLite interpreter could run the model"):
-        _open_interpreter(content, 1, backends[:2])
+        open_interpreter(content, 1, backends[:2])
 
 
 # === Bad input ===
@@ -535,7 +538,7 @@ def test_predict_bad_inputs(exported, tmp_path, capsys):
 
 
 def test_evaluate_cli(exported, checkpoint, capsys):
-    from export import evaluate
+    from export import evaluate_tflite as evaluate
 
     out, report = exported
     code, stdout, err = run_cli(
@@ -547,7 +550,7 @@ def test_evaluate_cli(exported, checkpoint, capsys):
 
 
 def test_evaluate_and_export_name_a_broken_model_keras(exported, checkpoint, tmp_path, capsys):
-    from export import evaluate
+    from export import evaluate_tflite as evaluate
 
     out, _ = exported
     broken = _copy_checkpoint(checkpoint, tmp_path / "broken", {"source": "digits"})
@@ -576,10 +579,10 @@ def test_edgetpu_check_cli(exported, capsys, tmp_path):
 
 def test_float_compute_op_definition(exported):
     out, _ = exported
-    dynamic = tflite_file.read_summary((out / "model_dynamic.tflite").read_bytes())
+    dynamic = tflite_reader.read_summary((out / "model_dynamic.tflite").read_bytes())
     names = {op.name for op in analysis.float_compute_ops(dynamic)}
     assert "FULLY_CONNECTED" in names  # int8 weights, float activations
-    int16 = tflite_file.read_summary((out / "model_int16x8.tflite").read_bytes())
+    int16 = tflite_reader.read_summary((out / "model_int16x8.tflite").read_bytes())
     # float32 I/O: only the boundary QUANTIZE / DEQUANTIZE touch floats, and they do not count.
     boundary = [op for op in int16.operators if op.name in ("QUANTIZE", "DEQUANTIZE")]
     assert boundary and analysis.float_compute_ops(int16) == []
@@ -665,3 +668,19 @@ def test_predict_reports_tflite_runtime_beside_numpy2(exported, tmp_path, test_s
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "No TFLite interpreter could run the model" in last
     assert "tflite_runtime.interpreter" in last and "pip install ai-edge-litert" in last
+
+
+def test_private_converter_hooks_of_the_int8_path_exist(tmp_path):
+    """The int8 path relies on two private TensorFlow hooks: fail loudly if one goes away."""
+    import tensorflow as tf
+
+    graph = PixelClassifier(keras_vit.ViT(num_classes=2, **TINY), [127.5] * 3, [127.5] * 3)
+    conversion.write_saved_model(graph, tmp_path / "sm")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
+    conversion.check_private_converter_hooks(converter)  # raises ExportError naming the hook
+
+    class Bare:  # a converter without the calibrate-only switch
+        pass
+
+    with pytest.raises(tflite.ExportError, match="_experimental_calibrate_only"):
+        conversion.check_private_converter_hooks(Bare())
