@@ -7,3 +7,10 @@ Command-line modules: `saved_model`, `tflite`, `evaluate_tflite`, `predict`,
 `graph` and `edge`. `runtime`, `predict`, `tflite_reader`, `runtime_versions` and
 `analysis` never import TensorFlow.
 """
+
+import os
+
+# TensorFlow's log level as the user's environment set it, read before TensorFlow or JAX
+# (whose `__init__` sets a default) can be imported: `export.console` keeps a level the
+# user chose.
+ENVIRONMENT_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")

@@ -25,7 +25,7 @@ from export.loading import load_run_model
 from export.runtime import ModelFileError
 from keras_vit import artifacts
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("export.evaluate_tflite")  # also when run as __main__
 
 
 def keras_probabilities(model, images: np.ndarray, preprocessing: dict) -> np.ndarray:

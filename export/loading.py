@@ -55,11 +55,12 @@ def load_model_file(path: str | Path):
         raise RunModelError(
             f"Cannot load {path}: it is truncated or not a Keras archive (.keras zip file)"
         )
+    model_class = keras_vit.VisionTransformer  # imports (registers) the model's classes
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad archive
         raise RunModelError(f"Cannot load {path}: {_cause(path, error)}") from None
-    if not isinstance(model, keras_vit.VisionTransformer):
+    if not isinstance(model, model_class):
         raise RunModelError(
             f"Cannot load {path}: it holds a {type(model).__name__} model, not a keras-vit "
             "VisionTransformer"

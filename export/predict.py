@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from export.console import configure_logging
 from export.runtime import Classifier, ImageFileError, ModelFileError, load_image
 
 
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
+    configure_logging()
+    logging.getLogger("export").setLevel(logging.ERROR)  # a fallback is not news here
     try:
         classifier = Classifier(args.model, num_threads=args.threads)
         images = [load_image(path, classifier.image_size) for path in args.images]

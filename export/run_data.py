@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from export.errors import ExportError
 from keras_vit import artifacts
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CALIBRATION_SAMPLES = 256
 
@@ -57,6 +61,7 @@ def calibration_images(
     """
     if num_samples < 1:
         raise ExportError(f"--calibration-samples must be at least 1, got {num_samples}")
+    logger.info("Reading %d calibration images from the train split", num_samples)
     examples = split_examples(checkpoint, "train")
     shuffled = examples.dataset.shuffle(
         min(examples.num_examples, 10_000) or 1, seed=seed, reshuffle_each_iteration=False

@@ -20,11 +20,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from export.console import configure_logging, native_stderr_captured
 from export.loading import load_run_model
 from export.output_folder import check_output, export_folder
 from keras_vit import artifacts
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("export.saved_model")  # also when run as __main__
 
 DEFAULT_OUTPUT = "saved_model"  # inside the checkpoint folder
 SIGNATURE = "serving_default"
@@ -112,7 +113,7 @@ def export_saved_model(
         )
         archive.write_out(str(tmp), verbose=False)
         shutil.rmtree(scratch)
-    logger.info("Wrote SavedModel %s", output)
+    logger.debug("Wrote SavedModel %s", output)
     return output
 
 
@@ -125,16 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", default=None, help=f"output folder (default: <checkpoint>/{DEFAULT_OUTPUT})"
     )
-    parser.add_argument("--force", action="store_true", help="overwrite the output folder")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the output folder if an earlier export wrote it",
+    )
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's log lines")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet = configure_logging(args.verbose)
+    user_errors = (FileNotFoundError, FileExistsError, ValueError)
     try:
-        output = export_saved_model(args.checkpoint, args.output, overwrite=args.force)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        with native_stderr_captured(quiet, expected_errors=user_errors):
+            output = export_saved_model(args.checkpoint, args.output, overwrite=args.force)
+    except user_errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Wrote {output} (signature {SIGNATURE!r}: uint8 images -> probabilities, class ids)")

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from export import analysis, tflite_reader
+from export.console import configure_logging, native_stderr_captured
 from export.convert import (
     CALIBRATED,
     DEFAULT_QUANTIZATIONS,
@@ -107,7 +108,7 @@ __all__ = [
     "main",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("export.tflite")  # also when run as __main__
 
 DEFAULT_OUTPUT = "tflite"  # inside the checkpoint folder
 
@@ -186,12 +187,14 @@ def _export_file(
     test,
     threads: Sequence[int],
     latency_runs: int,
+    capture_native_logs: bool,
 ) -> dict:
     """Converts, labels and writes one file into `folder`, then measures it: its report entry."""
     name = file_name(quantization, profile)
     logger.info("Converting %s", name)
     started = time.perf_counter()
-    content = convert(graph, quantization, calibration, scratch_dir=folder)
+    with native_stderr_captured(capture_native_logs):
+        content = convert(graph, quantization, calibration, scratch_dir=folder)
     labels = ("\n".join(checkpoint.labels) + "\n").encode("utf-8")
     content = attach_metadata(
         content, _metadata(checkpoint, model, quantization), {LABELS_FILE: labels}
@@ -210,9 +213,11 @@ def _export_file(
         from export.edgetpu_check import check
 
         entry["edgetpu"] = check(summary).as_dict(ops=False)
-    logger.info("Evaluating %s", name)
     images, labels, reference = test if test is not None else (None, None, None)
-    entry.update(evaluate_file(folder / name, images, labels, reference, threads, latency_runs))
+    logger.info("Evaluating %s%s", name, f" on {len(images)} test images" if test else "")
+    with native_stderr_captured(capture_native_logs):
+        measured = evaluate_file(folder / name, images, labels, reference, threads, latency_runs)
+    entry.update(measured)
     return entry
 
 
@@ -227,6 +232,7 @@ def export_tflite(
     threads: Sequence[int] = (1, 2),
     latency_runs: int = 50,
     seed: int = 0,
+    capture_native_logs: bool = False,
 ) -> dict:
     """Exports a checkpoint folder to `.tflite` files and writes the report.
 
@@ -243,6 +249,8 @@ def export_tflite(
         threads: interpreter thread counts to time.
         latency_runs: timed invocations per thread count.
         seed: seed of the calibration sample.
+        capture_native_logs: hide what the converter and the interpreter write to file
+            descriptor 2 (replayed if a conversion fails; `export.console`).
 
     Returns:
         The report (also written as `report.json` in `output_dir`).
@@ -255,6 +263,7 @@ def export_tflite(
     checkpoint = artifacts.read_checkpoint(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
     check_output(output, checkpoint.path, overwrite)
+    logger.info("Loading %s", checkpoint.model_path)
     model = load_run_model(checkpoint)
     calibration = None
     if CALIBRATED & set(quantize) or edgetpu:
@@ -281,6 +290,7 @@ def export_tflite(
                 test,
                 threads,
                 latency_runs,
+                capture_native_logs,
             )
             report["files"].append(entry)
         artifacts.atomic_write_json(folder / REPORT_FILE, finish_report(report, started))
@@ -313,29 +323,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--edgetpu", action="store_true", help="also export and check the Edge TPU profile"
     )
-    parser.add_argument("--force", action="store_true", help="overwrite the output folder")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the output folder if an earlier export wrote it",
+    )
     parser.add_argument(
         "--no-eval", action="store_true", help="skip parity / accuracy on the test split"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's and the converter's log lines",
+    )
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet = configure_logging(args.verbose)
+    user_errors = (ExportError, FileNotFoundError, FileExistsError, ValueError)
     try:
-        report = export_tflite(
-            args.checkpoint,
-            args.output,
-            quantize=args.quantize,
-            calibration_samples=args.calibration_samples,
-            edgetpu=args.edgetpu,
-            overwrite=args.force,
-            evaluate=not args.no_eval,
-            seed=args.seed,
-        )
-    except (ExportError, FileNotFoundError, FileExistsError, ValueError) as error:
+        with native_stderr_captured(quiet, expected_errors=user_errors):
+            report = export_tflite(
+                args.checkpoint,
+                args.output,
+                quantize=args.quantize,
+                calibration_samples=args.calibration_samples,
+                edgetpu=args.edgetpu,
+                overwrite=args.force,
+                evaluate=not args.no_eval,
+                seed=args.seed,
+                capture_native_logs=quiet,
+            )
+    except user_errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(format_table(report))

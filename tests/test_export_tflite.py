@@ -684,3 +684,45 @@ def test_private_converter_hooks_of_the_int8_path_exist(tmp_path):
 
     with pytest.raises(tflite.ExportError, match="_experimental_calibrate_only"):
         conversion.check_private_converter_hooks(Bare())
+
+
+def test_cli_shows_progress_and_hides_converter_logs(checkpoint, tmp_path, capfd, monkeypatch):
+    from export import console
+
+    # As for a user who set no log level (TensorFlow and JAX are imported already here).
+    monkeypatch.setattr(console, "ENVIRONMENT_LOG_LEVEL", None)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    capfd.readouterr()
+    argv = [checkpoint, "--output", tmp_path / "q", "--quantize", "float32", "int8"]
+    code = tflite.main([str(a) for a in [*argv, "--calibration-samples", "8", "--no-eval"]])
+    _, err = capfd.readouterr()
+    assert code == 0, err
+    lines = err.splitlines()
+    for step in ("Converting model_float32.tflite", "Calibrating int8 on 8 images"):
+        assert step in lines
+    noise = [
+        line
+        for line in lines
+        if re.match(r"[IWE]\d{4} |INFO|WARNING|fully_quantize", line)
+        or "keras_vit_export_" in line
+        or ".tmp" in line
+    ]
+    assert noise == []
+    monkeypatch.setattr(console, "ENVIRONMENT_LOG_LEVEL", "0")  # the user's own choice
+    assert not console.quiet_requested(verbose=False)
+
+
+def test_native_stderr_is_replayed_only_when_a_step_fails(capfd):
+    from export.console import native_stderr_captured
+
+    with native_stderr_captured():
+        os.write(2, b"converter chatter\n")
+    assert "converter chatter" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError), native_stderr_captured():
+        os.write(2, b"why the conversion failed\n")
+        raise RuntimeError("conversion failed")
+    assert "why the conversion failed" in capfd.readouterr().err
+    with pytest.raises(ValueError), native_stderr_captured(expected_errors=(ValueError,)):
+        os.write(2, b"noise before a user error\n")
+        raise ValueError("bad argument")
+    assert "noise before a user error" not in capfd.readouterr().err
