@@ -86,7 +86,8 @@ def format_table(report: dict) -> str:
     """The report as a fixed-width table, one row per file."""
     header = (
         f"{'file':28s} {'size KiB':>9s} {'x f32':>6s} {'ops':>5s} {'float':>5s} {'flex':>4s} "
-        f"{'agree %':>8s} {'max|dp|':>8s} {'acc %':>7s} {'ms 1t':>8s} {'ms 2t':>8s}"
+        f"{'agree %':>8s} {'max|dp|':>8s} {'acc %':>7s} {'ms 1t':>8s} {'ms 2t':>8s} "
+        f"{'runtime':>8s}"
     )
     lines = [header, "-" * len(header)]
 
@@ -102,7 +103,8 @@ def format_table(report: dict) -> str:
             f"{e['float_compute_ops']:5d} {len(e['flex_ops']):4d} "
             f"{pct(e.get('top1_agreement')):>8s} "
             f"{(f'{diff:.4f}' if diff is not None else '-'):>8s} {pct(e.get('accuracy')):>7s} "
-            f"{latency.get('1', float('nan')):8.3f} {latency.get('2', float('nan')):8.3f}"
+            f"{latency.get('1', float('nan')):8.3f} {latency.get('2', float('nan')):8.3f} "
+            f"{'>=' + e['min_runtime'] if e.get('min_runtime') else '-':>8s}"
         )
     if report.get("test_split"):
         split = report["test_split"]
@@ -110,6 +112,10 @@ def format_table(report: dict) -> str:
             f"Keras model: {100 * split['keras_accuracy']:.2f} % on {split['num_examples']} "
             f"test images of {split['source']!r}"
         )
+    lines.append(
+        "runtime: the oldest TFLite runtime (tflite-runtime or TensorFlow version) that runs "
+        "the file, from its operator versions"
+    )
     for e in report["files"]:
         if "edgetpu" in e:
             edge = e["edgetpu"]

@@ -81,6 +81,7 @@ from export.run_data import (
     calibration_images,
     split_examples,
 )
+from export.runtime_versions import minimum_runtime
 from keras_vit import artifacts
 
 __all__ = [
@@ -176,6 +177,17 @@ def _test_split(checkpoint: artifacts.CheckpointDir, model):
     return images, labels, keras_probabilities(model, images, checkpoint.config["preprocessing"])
 
 
+def _runtime_requirement(summary) -> dict:
+    """The oldest TFLite runtime that runs the file, and the operator version that sets it."""
+    requirement = minimum_runtime(summary)
+    if requirement is None:
+        return {"min_runtime": None, "min_runtime_op": None}
+    return {
+        "min_runtime": requirement.runtime,
+        "min_runtime_op": f"{requirement.op} v{requirement.version}",
+    }
+
+
 def _export_file(
     folder: Path,
     graph,
@@ -208,6 +220,7 @@ def _export_file(
         "size_bytes": len(content),
         "convert_seconds": round(time.perf_counter() - started, 2),
         **analysis.summarize(summary),
+        **_runtime_requirement(summary),
     }
     if profile == "edgetpu":
         from export.edgetpu_check import check

@@ -171,6 +171,7 @@ class OperatorInfo:
     custom_code: str | None
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    version: int = 1
 
     @property
     def is_custom(self) -> bool:
@@ -241,7 +242,7 @@ def read_summary(buf: bytes, op_names: dict[int, str] | None = None) -> ModelSum
         codes = []
         for code in model.tables(1):
             builtin = max(code.scalar(0, "b"), code.scalar(3, "i"))
-            codes.append((builtin, code.string(1)))
+            codes.append((builtin, code.string(1), code.scalar(2, "i", 1)))
         buffers = model.tables(4)
         subgraphs = model.tables(2)
         if not subgraphs:
@@ -277,7 +278,7 @@ def read_summary(buf: bytes, op_names: dict[int, str] | None = None) -> ModelSum
             )
         operators = []
         for i, op in enumerate(graph.tables(3)):
-            builtin, custom = codes[op.scalar(0, "I")]
+            builtin, custom, version = codes[op.scalar(0, "I")]
             if builtin == CUSTOM_BUILTIN_CODE:
                 name = custom or "CUSTOM"
             else:
@@ -290,6 +291,7 @@ def read_summary(buf: bytes, op_names: dict[int, str] | None = None) -> ModelSum
                     custom_code=custom,
                     inputs=tuple(op.scalars(1, "i")),
                     outputs=tuple(op.scalars(2, "i")),
+                    version=version,
                 )
             )
         metadata_names = tuple(entry.string(0) or "" for entry in model.tables(6))

@@ -726,3 +726,55 @@ def test_native_stderr_is_replayed_only_when_a_step_fails(capfd):
         os.write(2, b"noise before a user error\n")
         raise ValueError("bad argument")
     assert "noise before a user error" not in capfd.readouterr().err
+
+
+def _converter_min_runtime(content: bytes) -> str:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    (entry,) = [m for m in model.metadata if m.name == b"min_runtime_version"]
+    return bytes(model.buffers[entry.buffer].data).rstrip(b"\0").decode()
+
+
+def test_report_gives_each_files_oldest_runtime(exported):
+    from export.runtime_versions import minimum_runtime, parse_version
+
+    out, report = exported
+    for e in report["files"]:
+        content = (out / e["file"]).read_bytes()
+        requirement = minimum_runtime(tflite_reader.read_summary(content))
+        assert e["min_runtime"] == requirement.runtime
+        assert e["min_runtime_op"] == f"{requirement.op} v{requirement.version}"
+        # Never older than what the converter itself wrote into the file.
+        assert parse_version(e["min_runtime"]) >= parse_version(_converter_min_runtime(content))
+    # int16x8 runs int16 RSQRT, which needs the kernel of RSQRT version 3.
+    assert entry(report, "model_int16x8.tflite")["min_runtime_op"] == "RSQRT v3"
+    table = tflite.format_table(report)
+    assert f">={entry(report, 'model_dynamic.tflite')['min_runtime']}" in table
+
+
+@pytest.mark.parametrize("name", ["model_dynamic.tflite", "model_int16x8.tflite"])
+def test_predict_names_the_op_an_old_runtime_lacks(exported, monkeypatch, capsys, name):
+    import types
+
+    from export import predict, runtime
+    from export.runtime_versions import minimum_runtime
+
+    class OldInterpreter:  # what tflite-runtime 2.14 does with a newer operator version
+        def __init__(self, **kwargs):
+            raise ValueError("Didn't find op for builtin opcode, or INT16 unsupported")
+
+    module = types.ModuleType("tflite_runtime.interpreter")
+    module.Interpreter = OldInterpreter
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", module)
+    monkeypatch.setattr(runtime, "BACKENDS", (("tflite_runtime.interpreter", "Interpreter"),))
+    monkeypatch.setattr(runtime, "backend_version", lambda module_name: "2.14.0")
+    out, _ = exported
+    model = out / name
+    needed = minimum_runtime(tflite_reader.read_summary(model.read_bytes()))
+    code, _, err = run_cli(predict.main, [model, out / "labels.txt"], capsys)
+    assert code == 1 and "\n" not in err, err
+    assert err == (
+        f"error: {model} cannot run here: {needed}, but tflite-runtime 2.14.0 is installed: "
+        f"pip install ai-edge-litert (or tflite-runtime>={needed.runtime})"
+    )

@@ -89,3 +89,21 @@ def test_old_module_names_still_work():
     from export import evaluate_tflite
 
     assert evaluate.main is evaluate_tflite.main
+
+
+def test_runtime_requirements_from_operator_versions(tmp_path):
+    from export import runtime_versions
+
+    assert runtime_versions.parse_version("2.14.0") == (2, 14, 0)
+    assert runtime_versions.parse_version("2.17.0rc1") == (2, 17, 0)
+    dense = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    summary = tflite_reader.read_summary(convert(dense, (1, 8), tmp_path / "d"))
+    (fc,) = [op for op in summary.operators if op.name == "FULLY_CONNECTED"]
+    expected = runtime_versions.RUNTIME_VERSIONS["FULLY_CONNECTED"][fc.version]
+    assert runtime_versions.OpRequirement("FULLY_CONNECTED", fc.version, expected) in (
+        runtime_versions.op_requirements(summary)
+    )
+    newest = runtime_versions.minimum_runtime(summary)
+    assert runtime_versions.unmet_requirements(summary, newest.runtime) == []
+    older = ".".join(str(v) for v in (*runtime_versions.parse_version(newest.runtime)[:1], 0))
+    assert newest in runtime_versions.unmet_requirements(summary, older)
