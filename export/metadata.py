@@ -224,7 +224,6 @@ class _SharedQuantization:
     A per-channel quantized weight and its bias each store a zero-point vector (int64, all
     zeros) and a scale vector per output channel; FlatBuffers lets tables share a vector,
     so identical vectors (the zero points of every layer of one width) are written once.
-    In a ViT-Ti/16 int8 file the zero points alone took 4 % of the bytes.
     """
 
     def __init__(self, params, schema, cache: dict):

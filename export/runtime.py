@@ -84,10 +84,7 @@ def _too_old(module_name: str, summary) -> str | None:
     if not unmet:
         return None
     package = TF_NUMBERED_PACKAGES[module_name][0]
-    return (
-        f"{unmet[0]}, but {package} {installed} is installed: "
-        f"pip install ai-edge-litert (or {package}>={unmet[0].runtime})"
-    )
+    return f"{unmet[0]}, but {package} {installed} is installed: pip install ai-edge-litert"
 
 
 def open_interpreter(content: bytes, num_threads: int | None, backends=None, summary=None):

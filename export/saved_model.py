@@ -55,16 +55,51 @@ def export_saved_model(
             contains it), a file, or a folder this project did not write.
     """
     import keras
-    import tensorflow as tf
 
     from export.graph import check_classifier
-    from keras_vit.inference import inference_forward
 
     checkpoint = artifacts.read_checkpoint(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
     check_output(output, checkpoint.path, overwrite)
     model = load_run_model(checkpoint)
     check_classifier(model)
+    with export_folder(output, checkpoint.path, overwrite, "saved_model") as tmp:
+        scratch = tmp / ".labels"  # the asset is copied into the SavedModel when written
+        table = _labels_table(scratch, checkpoint.labels)
+        serve, input_spec = _serving_function(model, table, checkpoint)
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.track(table)
+        archive.add_endpoint(SIGNATURE, serve, input_signature=[input_spec])
+        archive.write_out(str(tmp), verbose=False)
+        shutil.rmtree(scratch)
+    logger.debug("Wrote SavedModel %s", output)
+    return output
+
+
+def _labels_table(scratch: Path, labels) -> object:
+    """A lookup table class id -> class name, read from a `labels.txt` written in `scratch`."""
+    import tensorflow as tf
+
+    scratch.mkdir()
+    labels_path = scratch / artifacts.LABELS_FILE
+    labels_path.write_text("\n".join(labels) + "\n", encoding="utf-8")
+    return tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            str(labels_path),
+            key_dtype=tf.int64,
+            key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+            value_dtype=tf.string,
+            value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+        ),
+        default_value="",
+    )
+
+
+def _serving_function(model, table, checkpoint: artifacts.CheckpointDir):
+    """`(serve, input spec)`: uint8 images -> probabilities, class ids and class names."""
+    import tensorflow as tf
+
     preprocessing = checkpoint.config["preprocessing"]
     height, width = checkpoint.image_size
     channels = int(preprocessing.get("channels", 3))
@@ -72,49 +107,21 @@ def export_saved_model(
     std = tf.constant(preprocessing["std"], tf.float32)
     softmax = model.classifier_activation != "softmax"
 
-    with export_folder(output, checkpoint.path, overwrite, "saved_model") as tmp:
-        # The asset is copied into the SavedModel when it is written.
-        scratch = tmp / ".labels"
-        scratch.mkdir()
-        labels_path = scratch / artifacts.LABELS_FILE
-        labels_path.write_text("\n".join(checkpoint.labels) + "\n", encoding="utf-8")
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                str(labels_path),
-                key_dtype=tf.int64,
-                key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-                value_dtype=tf.string,
-                value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-            ),
-            default_value="",
-        )
+    def serve(images):
+        # A loaded signature does not check its input shape, and the patch reshape would
+        # fold the pixels of a larger image into extra batch rows.
+        images = tf.ensure_shape(images, (None, height, width, channels))
+        x = (tf.cast(images, tf.float32) - mean) / std
+        outputs = model(x, training=False)  # last block: the class token only
+        probabilities = tf.nn.softmax(outputs, axis=-1) if softmax else outputs
+        class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {
+            "probabilities": probabilities,
+            "class_ids": class_ids,
+            "class_names": table.lookup(tf.cast(class_ids, tf.int64)),
+        }
 
-        def serve(images):
-            # A loaded signature does not check its input shape, and the patch reshape
-            # would fold the pixels of a larger image into extra batch rows.
-            images = tf.ensure_shape(images, (None, height, width, channels))
-            x = (tf.cast(images, tf.float32) - mean) / std
-            outputs = inference_forward(model, x)  # last block: the class token only
-            probabilities = tf.nn.softmax(outputs, axis=-1) if softmax else outputs
-            class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-            return {
-                "probabilities": probabilities,
-                "class_ids": class_ids,
-                "class_names": table.lookup(tf.cast(class_ids, tf.int64)),
-            }
-
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.track(table)
-        archive.add_endpoint(
-            SIGNATURE,
-            serve,
-            input_signature=[tf.TensorSpec((None, height, width, channels), tf.uint8, "images")],
-        )
-        archive.write_out(str(tmp), verbose=False)
-        shutil.rmtree(scratch)
-    logger.debug("Wrote SavedModel %s", output)
-    return output
+    return serve, tf.TensorSpec((None, height, width, channels), tf.uint8, "images")
 
 
 def build_parser() -> argparse.ArgumentParser:

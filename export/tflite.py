@@ -273,10 +273,11 @@ def export_tflite(
     """
     started = time.perf_counter()
     quantize = _checked_quantizations(quantize, edgetpu)
+    if calibration_samples < 1:
+        raise ExportError(f"--calibration-samples must be at least 1, got {calibration_samples}")
     checkpoint = artifacts.read_checkpoint(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
     check_output(output, checkpoint.path, overwrite)
-    logger.info("Loading %s", checkpoint.model_path)
     model = load_run_model(checkpoint)
     calibration = None
     if CALIBRATED & set(quantize) or edgetpu:

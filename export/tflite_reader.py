@@ -17,6 +17,8 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 
+from export.builtin_ops import BUILTIN_OPERATORS
+
 TFLITE_IDENTIFIER = b"TFL3"
 METADATA_IDENTIFIER = b"M001"
 METADATA_NAME = "TFLITE_METADATA"
@@ -47,7 +49,6 @@ FLOAT_TYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 CUSTOM_BUILTIN_CODE = 32  # BuiltinOperator.CUSTOM
 # Builtin codes of schema.fbs whose names the analysis relies on when no schema module is
 # installed to name the rest.
-_KNOWN_BUILTINS = {6: "DEQUANTIZE", 114: "QUANTIZE", 32: "CUSTOM"}
 # Integer constants up to this many values are kept (axes, paddings, strides, shapes).
 _MAX_CONSTANT_VALUES = 64
 
@@ -209,19 +210,21 @@ class ModelSummary:
 
 
 def _builtin_names() -> dict[int, str]:
-    """Builtin operator names from an installed TFLite schema module, if there is one."""
+    """Builtin operator names: `BUILTIN_OPERATORS`, and an installed schema module's."""
+    names = dict(BUILTIN_OPERATORS)
     for module in ("ai_edge_litert.schema_py_generated", "tflite_runtime.schema_py_generated"):
         try:
             schema = __import__(module, fromlist=["BuiltinOperator"])
         except ImportError:
             continue
         enum = schema.BuiltinOperator
-        return {
-            value: name
+        names.update(
+            (value, name)
             for name, value in vars(enum).items()
             if not name.startswith("_") and isinstance(value, int)
-        }
-    return dict(_KNOWN_BUILTINS)
+        )
+        break
+    return names
 
 
 def read_summary(buf: bytes, op_names: dict[int, str] | None = None) -> ModelSummary:
@@ -229,9 +232,9 @@ def read_summary(buf: bytes, op_names: dict[int, str] | None = None) -> ModelSum
 
     Args:
         buf: the file's bytes.
-        op_names: builtin code -> operator name; by default, names from an installed
-            TFLite schema module (`ai_edge_litert`), else `BUILTIN_<code>` for codes this
-            module does not know.
+        op_names: builtin code -> operator name; by default `export.builtin_ops` updated
+            from an installed TFLite schema module (`ai_edge_litert`), and `BUILTIN_<code>`
+            for a code neither knows.
 
     Raises:
         TFLiteFormatError: `buf` is not a TFLite FlatBuffer.
