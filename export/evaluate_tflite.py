@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from export import run_data
+from export.console import configure_logging, native_stderr_captured
 from export.errors import ExportError
 from export.loading import load_run_model
 from export.runtime import ModelFileError
@@ -151,11 +152,14 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoint", help="the checkpoint folder it was exported from")
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's log lines")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    quiet = configure_logging(args.verbose)
+    user_errors = (ModelFileError, ExportError, FileNotFoundError, ValueError)
     try:
-        result = evaluate(args.model, args.checkpoint, args.split, tuple(args.threads))
-    except (ModelFileError, ExportError, FileNotFoundError, ValueError) as error:
+        with native_stderr_captured(quiet, expected_errors=user_errors):
+            result = evaluate(args.model, args.checkpoint, args.split, tuple(args.threads))
+    except user_errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(format_result(result))
