@@ -42,7 +42,7 @@ CKPT ?= demo_out/ckpt
 EXPORT_DIR ?= demo_out/tflite
 demo-export: $(STAMP)
 	$(BIN)/python -m export.tflite $(CKPT) --output $(EXPORT_DIR) --quantize float32 int8 int8_cpu --edgetpu --force
-	$(BIN)/python -m export.evaluate $(EXPORT_DIR)/model_int8.tflite $(CKPT)
+	$(BIN)/python -m export.evaluate_tflite $(EXPORT_DIR)/model_int8.tflite $(CKPT)
 
 # Benchmarks (issue 7). Peers are optional and never runtime dependencies:
 # - timm on CPU PyTorch lives in its own interpreter, .venv-peers (~4.8 GB). torchvision's

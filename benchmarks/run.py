@@ -727,12 +727,13 @@ def train_digits(plan: Plan):
 
 def int8_section(plan: Plan, tiny_model=None) -> dict:
     """Digits int8 accuracy and latency before / after, and per-op profiles."""
-    from export import analysis, profile, tflite, tflite_file
+    from export import analysis, profile, tflite, tflite_reader
     from export.graph import PixelClassifier
-    from keras_vit import artifacts, data
+    from keras_vit import data
+    from keras_vit.run_dir import preprocessing_spec
 
     model, test_images, test_labels = train_digits(plan)
-    preprocessing = artifacts.preprocessing_spec(model.image_size)
+    preprocessing = preprocessing_spec(model.image_size)
     reference = tflite.keras_probabilities(model, test_images, preprocessing)
     calibration, _ = data.digits_arrays("train", plan.digits["image_size"])
     calibration = calibration[np.random.default_rng(0).permutation(len(calibration))[:256]]
@@ -760,7 +761,7 @@ def int8_section(plan: Plan, tiny_model=None) -> dict:
             entry = tflite.evaluate_file(
                 path, test_images, test_labels, reference, plan.lite_threads, runs
             )
-            floats = analysis.float_compute_ops(tflite_file.read_summary(content))
+            floats = analysis.float_compute_ops(tflite_reader.read_summary(content))
             entry["float_compute_ops"] = len(floats)
             entry["float_compute_op_names"] = sorted({op.name for op in floats})
             entry["delegate_partitions"] = profile.delegate_partitions(content)
@@ -1219,10 +1220,10 @@ def main(argv=None) -> int:
     command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     plan = make_plan(args.quick, args.threads)
     results = run(plan, args.peer_python, args.wait_idle, command.strip())
-    from keras_vit import artifacts
+    from keras_vit.atomic import atomic_write_json, atomic_write_text
 
-    artifacts.atomic_write_json(output, results)
-    artifacts.atomic_write_text(markdown_path, markdown(results))
+    atomic_write_json(output, results)
+    atomic_write_text(markdown_path, markdown(results))
     print(markdown(results))
     print(f"Wrote {output} and {markdown_path}")
     return 0

@@ -192,12 +192,12 @@ def main(argv=None) -> int:
         "train": args.train,
         "profile": profile(config, args.batch, args.threads, args.runs, args.train),
     }
-    from keras_vit import artifacts
+    from keras_vit.atomic import atomic_write_text
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.atomic_write_text(output, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(output, json.dumps(results, indent=2) + "\n")
     markdown = table(results)
-    artifacts.atomic_write_text(output.with_suffix(".md"), markdown)
+    atomic_write_text(output.with_suffix(".md"), markdown)
     print(markdown)
     return 0
 

@@ -1,6 +1,6 @@
 """What a `.tflite` graph computes: op histogram, float compute ops, Flex / custom ops, MACs.
 
-Standard library only (it works on `export.tflite_file.ModelSummary`), so the Edge TPU
+Standard library only (it works on `export.tflite_reader.ModelSummary`), so the Edge TPU
 checker and the tests run it where TensorFlow is not installed.
 
 Definitions used by the export report:
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 from math import prod
 
-from export.tflite_file import FLOAT_TYPES, ModelSummary, OperatorInfo
-
-BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+from export.tflite_reader import FLOAT_TYPES, ModelSummary, OperatorInfo
 
 
 def float_compute_ops(summary: ModelSummary) -> list[OperatorInfo]:

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export import analysis, tflite_file
-from export.tflite_file import ModelSummary, OperatorInfo
+from export import analysis, tflite_reader
+from export.tflite_reader import ModelSummary, OperatorInfo
 
 EIGHT_BIT = frozenset({"int8", "uint8"})
 # An op's constant operands that may be int32: biases, shapes, axes, paddings, slices.
@@ -278,8 +278,8 @@ def check_file(path: str | Path) -> EdgeTPUReport:
     if not path.is_file():
         raise FileNotFoundError(f"Model file {path} does not exist")
     try:
-        summary = tflite_file.read_summary(path.read_bytes())
-    except tflite_file.TFLiteFormatError as error:
+        summary = tflite_reader.read_summary(path.read_bytes())
+    except tflite_reader.TFLiteFormatError as error:
         raise ValueError(f"{path} is not a TFLite model: {error}") from None
     return check(summary)
 

@@ -12,7 +12,18 @@ import argparse
 import logging
 import sys
 
+from export.console import configure_logging
 from export.runtime import Classifier, ImageFileError, ModelFileError, load_image
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,17 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", help="the .tflite file")
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    parser.add_argument("--top-k", type=int, default=5, help="classes to print per image")
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    parser.add_argument("--top-k", type=_positive_int, default=5, help="classes to print per image")
+    parser.add_argument(
+        "--threads", type=_positive_int, default=None, help="interpreter threads (at least 1)"
+    )
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
-    if args.top_k < 1:
-        print(f"error: --top-k must be at least 1, got {args.top_k}", file=sys.stderr)
-        return 2
+    configure_logging()
+    logging.getLogger("export").setLevel(logging.ERROR)  # a fallback is not news here
     try:
         classifier = Classifier(args.model, num_threads=args.threads)
         images = [load_image(path, classifier.image_size) for path in args.images]

@@ -34,17 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-_NUMPY_TYPES = {
-    0: np.float32,
-    1: np.float16,
-    2: np.int32,
-    3: np.uint8,
-    4: np.int64,
-    6: np.bool_,
-    7: np.int16,
-    9: np.int8,
-}
-
 
 @dataclass(frozen=True)
 class OpProfile:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export import tflite_file
+from export import tflite_reader
+from export.runtime_versions import unmet_requirements
 from keras_vit.images import ImageFileError, read_resized  # noqa: F401 (ImageFileError is API here)
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,60 @@ class ModelFileError(ValueError):
     """The model file cannot be read as a TFLite classifier."""
 
 
-def _open_interpreter(content: bytes, num_threads: int | None, backends=BACKENDS):
-    """The first interpreter backend that imports and allocates `content`."""
+# Interpreter packages numbered like TensorFlow, whose version `runtime_versions` compares;
+# ai-edge-litert has its own numbering.
+TF_NUMBERED_PACKAGES: dict[str, tuple[str, ...]] = {
+    "tflite_runtime.interpreter": ("tflite-runtime",),
+    "tensorflow.lite": ("tensorflow", "tensorflow-cpu"),
+}
+
+
+class RuntimeTooOldError(RuntimeError):
+    """The installed interpreter is older than an operator version of the model needs."""
+
+
+def backend_version(module_name: str) -> str | None:
+    """The installed version of a TensorFlow-numbered interpreter package, else None."""
+    from importlib import metadata
+
+    for distribution in TF_NUMBERED_PACKAGES.get(module_name, ()):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _too_old(module_name: str, summary) -> str | None:
+    """Why a backend that failed to open the model is too old for it, if it is."""
+    installed = backend_version(module_name)
+    if summary is None or installed is None:
+        return None
+    unmet = unmet_requirements(summary, installed)
+    if not unmet:
+        return None
+    package = TF_NUMBERED_PACKAGES[module_name][0]
+    return f"{unmet[0]}, but {package} {installed} is installed: pip install ai-edge-litert"
+
+
+def open_interpreter(content: bytes, num_threads: int | None, backends=None, summary=None):
+    """The first interpreter backend that imports and allocates `content`.
+
+    Args:
+        content: the model's bytes.
+        num_threads: interpreter threads, or None for the backend's default.
+        backends: `(module, attribute)` pairs to try, in order; default `BACKENDS`.
+        summary: the model's `tflite_reader.ModelSummary`, to say which operator needs a
+            newer runtime when an installed one fails.
+
+    Raises:
+        RuntimeTooOldError: no backend opened the model and an installed one is older
+            than an operator version needs (the message names both).
+        RuntimeError: no backend imported and opened the model.
+    """
     failures = []
-    for module_name, attr in backends:
+    too_old = None
+    for module_name, attr in BACKENDS if backends is None else backends:
         try:
             module = importlib.import_module(module_name)
             interpreter_class = getattr(module, attr)
@@ -63,9 +114,12 @@ def _open_interpreter(content: bytes, num_threads: int | None, backends=BACKENDS
         except Exception as error:
             logger.warning("%s could not open the model: %s", module_name, error)
             failures.append(f"{module_name}: {type(error).__name__}: {error}")
+            too_old = too_old or _too_old(module_name, summary)
             continue
         logger.debug("Using the %s interpreter", module_name)
         return interpreter, module_name
+    if too_old:
+        raise RuntimeTooOldError(too_old)
     raise RuntimeError(
         "No TFLite interpreter could run the model ("
         + "; ".join(failures)
@@ -94,6 +148,7 @@ class Classifier:
     Raises:
         ModelFileError: the file is missing, not a TFLite model, or not a single-input
             image classifier.
+        ValueError: `num_threads` is below 1.
     """
 
     def __init__(
@@ -102,17 +157,23 @@ class Classifier:
         num_threads: int | None = None,
         labels: Sequence[str] | None = None,
     ):
+        if num_threads is not None and (isinstance(num_threads, bool) or num_threads < 1):
+            raise ValueError(f"num_threads must be None or at least 1, got {num_threads!r}")
         path = Path(model_path)
         if not path.is_file():
             raise ModelFileError(f"Model file {path} does not exist")
         content = path.read_bytes()
         try:
-            self.summary = tflite_file.read_summary(content)
-            self.metadata = tflite_file.read_metadata(content)
-        except tflite_file.TFLiteFormatError as error:
+            self.summary = tflite_reader.read_summary(content)
+            self.metadata = tflite_reader.read_metadata(content)
+        except tflite_reader.TFLiteFormatError as error:
             raise ModelFileError(f"{path} is not a TFLite model: {error}") from None
         try:
-            self.interpreter, self.backend = _open_interpreter(content, num_threads)
+            self.interpreter, self.backend = open_interpreter(
+                content, num_threads, summary=self.summary
+            )
+        except RuntimeTooOldError as error:
+            raise ModelFileError(f"{path} cannot run here: {error}") from None
         except RuntimeError as error:
             raise ModelFileError(f"{path}: {error}") from None
         inputs = self.interpreter.get_input_details()
@@ -143,7 +204,7 @@ class Classifier:
         return np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
     def _labels(self, content: bytes) -> list[str]:
-        labels = tflite_file.labels_from_metadata(content)
+        labels = tflite_reader.labels_from_metadata(content)
         if labels is None:
             beside = self.path.with_name("labels.txt")
             if beside.is_file():

@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from keras_vit import artifacts
+from export.console import configure_logging, native_stderr_captured
+from export.output_folder import check_output, export_folder
+from keras_vit.run_dir import LABELS_FILE, RunDir, read_run_dir
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("export.saved_model")  # also when run as __main__
 
 DEFAULT_OUTPUT = "saved_model"  # inside the checkpoint folder
 SIGNATURE = "serving_default"
@@ -39,27 +41,64 @@ def export_saved_model(
         checkpoint_dir: a checkpoint folder (`keras_vit.artifacts`).
         output_dir: where to write; default `<checkpoint>/saved_model`. Refused if it exists
             and is not empty, unless `overwrite`.
-        overwrite: replace an existing `output_dir`.
+        overwrite: replace an existing `output_dir` that an export of this project wrote.
 
     Returns:
         The SavedModel folder.
 
     Raises:
         FileNotFoundError / ValueError: a missing or foreign checkpoint folder.
+        keras_vit.run_dir.RunModelError: `model.keras` cannot be loaded.
         FileExistsError: `output_dir` exists and `overwrite` is False.
+        export.output_folder.OutputFolderError: `output_dir` is the checkpoint folder (or
+            contains it), a file, or a folder this project did not write.
     """
     import keras
-    import tensorflow as tf
 
     from export.graph import check_classifier
-    from keras_vit.inference import inference_forward
 
-    checkpoint = artifacts.read_checkpoint(checkpoint_dir)
+    checkpoint = read_run_dir(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
-    if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
-        raise FileExistsError(f"Output {output} already exists; pass --force to overwrite it")
+    check_output(output, checkpoint.path, overwrite)
     model = checkpoint.load_model()
     check_classifier(model)
+    with export_folder(output, checkpoint.path, overwrite, "saved_model") as tmp:
+        scratch = tmp / ".labels"  # the asset is copied into the SavedModel when written
+        table = _labels_table(scratch, checkpoint.labels)
+        serve, input_spec = _serving_function(model, table, checkpoint)
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.track(table)
+        archive.add_endpoint(SIGNATURE, serve, input_signature=[input_spec])
+        archive.write_out(str(tmp), verbose=False)
+        shutil.rmtree(scratch)
+    logger.debug("Wrote SavedModel %s", output)
+    return output
+
+
+def _labels_table(scratch: Path, labels) -> object:
+    """A lookup table class id -> class name, read from a `labels.txt` written in `scratch`."""
+    import tensorflow as tf
+
+    scratch.mkdir()
+    labels_path = scratch / LABELS_FILE
+    labels_path.write_text("\n".join(labels) + "\n", encoding="utf-8")
+    return tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            str(labels_path),
+            key_dtype=tf.int64,
+            key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+            value_dtype=tf.string,
+            value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+        ),
+        default_value="",
+    )
+
+
+def _serving_function(model, table, checkpoint: RunDir):
+    """`(serve, input spec)`: uint8 images -> probabilities, class ids and class names."""
+    import tensorflow as tf
+
     preprocessing = checkpoint.config["preprocessing"]
     height, width = checkpoint.image_size
     channels = int(preprocessing.get("channels", 3))
@@ -67,44 +106,21 @@ def export_saved_model(
     std = tf.constant(preprocessing["std"], tf.float32)
     softmax = model.classifier_activation != "softmax"
 
-    with tempfile.TemporaryDirectory(prefix="keras_vit_labels_") as scratch:
-        # The asset is copied into the SavedModel when it is written.
-        labels_path = Path(scratch) / artifacts.LABELS_FILE
-        labels_path.write_text("\n".join(checkpoint.labels) + "\n", encoding="utf-8")
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                str(labels_path),
-                key_dtype=tf.int64,
-                key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-                value_dtype=tf.string,
-                value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-            ),
-            default_value="",
-        )
+    def serve(images):
+        # A loaded signature does not check its input shape, and the patch reshape would
+        # fold the pixels of a larger image into extra batch rows.
+        images = tf.ensure_shape(images, (None, height, width, channels))
+        x = (tf.cast(images, tf.float32) - mean) / std
+        outputs = model(x, training=False)  # last block: the class token only
+        probabilities = tf.nn.softmax(outputs, axis=-1) if softmax else outputs
+        class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {
+            "probabilities": probabilities,
+            "class_ids": class_ids,
+            "class_names": table.lookup(tf.cast(class_ids, tf.int64)),
+        }
 
-        def serve(images):
-            x = (tf.cast(images, tf.float32) - mean) / std
-            outputs = inference_forward(model, x)  # last block: the class token only
-            probabilities = tf.nn.softmax(outputs, axis=-1) if softmax else outputs
-            class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-            return {
-                "probabilities": probabilities,
-                "class_ids": class_ids,
-                "class_names": table.lookup(tf.cast(class_ids, tf.int64)),
-            }
-
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.track(table)
-        archive.add_endpoint(
-            SIGNATURE,
-            serve,
-            input_signature=[tf.TensorSpec((None, height, width, channels), tf.uint8, "images")],
-        )
-        with artifacts.atomic_directory(output, overwrite=True) as tmp:
-            archive.write_out(str(tmp), verbose=False)
-    logger.info("Wrote SavedModel %s", output)
-    return output
+    return serve, tf.TensorSpec((None, height, width, channels), tf.uint8, "images")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,16 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", default=None, help=f"output folder (default: <checkpoint>/{DEFAULT_OUTPUT})"
     )
-    parser.add_argument("--force", action="store_true", help="overwrite the output folder")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the output folder if an earlier export wrote it",
+    )
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's log lines")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet = configure_logging(args.verbose)
+    user_errors = (FileNotFoundError, FileExistsError, ValueError)
     try:
-        output = export_saved_model(args.checkpoint, args.output, overwrite=args.force)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        with native_stderr_captured(quiet, expected_errors=user_errors):
+            output = export_saved_model(args.checkpoint, args.output, overwrite=args.force)
+    except user_errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Wrote {output} (signature {SIGNATURE!r}: uint8 images -> probabilities, class ids)")

@@ -817,17 +817,17 @@ def _(env, tmp):
     "api-run-dir-load",
     "API",
     "the shared tiny run directory",
-    "artifacts.read_checkpoint(run).load_model()",
+    "read_run_dir(run).load_model()",
     "ok",
     "a VisionTransformer with the run's labels and image size",
 )
 def _(env, tmp):
-    from keras_vit import artifacts
+    from keras_vit.run_dir import read_run_dir
 
     def check(model):
         assert type(model).__name__ == "VisionTransformer" and model.image_size == (16, 16)
 
-    return _api(lambda: artifacts.read_checkpoint(env.run_dir).load_model(), check=check)
+    return _api(lambda: read_run_dir(env.run_dir).load_model(), check=check)
 
 
 # checkpoints (.npz) ---------------------------------------------------------------------
@@ -2262,17 +2262,17 @@ def _(env, tmp):
     "tflite-file-summary-garbage",
     "TFLite files",
     "random bytes",
-    "tflite_file.read_summary(bytes)",
+    "tflite_reader.read_summary(bytes)",
     "error",
     "TFLiteFormatError",
 )
 def _(env, tmp):
-    from export import tflite_file
+    from export import tflite_reader
 
     content = np.random.default_rng(0).bytes(512)
     return _api(
-        lambda: tflite_file.read_summary(content),
-        tflite_file.TFLiteFormatError,
+        lambda: tflite_reader.read_summary(content),
+        tflite_reader.TFLiteFormatError,
         [("FlatBuffer", "identifier", "TFLite")],
     )
 

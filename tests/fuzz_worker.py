@@ -49,18 +49,18 @@ def _npz(path: Path, state: dict):
 
 
 def _model_keras(path: Path, state: dict):
-    from keras_vit import artifacts
+    from keras_vit.run_dir import read_run_dir
 
-    model = artifacts.read_checkpoint(path).load_model()
+    model = read_run_dir(path).load_model()
     size = model.image_size
     logits = np.asarray(model(np.zeros((1, *size, 3), np.float32)))
     assert logits.shape == (1, model.num_classes) and np.isfinite(logits).all()
 
 
 def _run_dir(path: Path, state: dict):
-    from keras_vit import artifacts
+    from keras_vit.run_dir import read_run_dir
 
-    artifacts.read_checkpoint(path)
+    read_run_dir(path)
 
 
 def _tflite(path: Path, state: dict):
@@ -71,13 +71,13 @@ def _tflite(path: Path, state: dict):
     assert scores.shape == (1, classifier.num_classes)
 
 
-def _tflite_file(path: Path, state: dict):
-    from export import tflite_file
+def _tflite_reader(path: Path, state: dict):
+    from export import tflite_reader
 
     content = path.read_bytes()
-    tflite_file.read_summary(content)
-    tflite_file.read_metadata(content)
-    tflite_file.labels_from_metadata(content)
+    tflite_reader.read_summary(content)
+    tflite_reader.read_metadata(content)
+    tflite_reader.labels_from_metadata(content)
 
 
 def _image(path: Path, state: dict):
@@ -93,7 +93,7 @@ READERS = {
     "config.json": _run_dir,
     "labels.txt": _run_dir,
     "tflite": _tflite,
-    "tflite_file": _tflite_file,
+    "tflite_reader": _tflite_reader,
     "image": _image,
 }
 # The error type and name each reader documents, found without running a case.
@@ -103,7 +103,7 @@ ERRORS = {
     "config.json": lambda p: (ValueError, "config.json"),
     "labels.txt": lambda p: (ValueError, "labels.txt"),
     "tflite": lambda p: (__import__("export.runtime").runtime.ModelFileError, p.name),
-    "tflite_file": lambda p: (__import__("export.tflite_file").tflite_file.TFLiteFormatError, ""),
+    "tflite_reader": lambda p: (__import__("export.tflite_reader").tflite_reader.TFLiteFormatError, ""),
     "image": lambda p: (__import__("export.runtime").runtime.ImageFileError, p.name),
 }
 

@@ -11,7 +11,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_vit import artifacts, training
+from keras_vit import training
+from keras_vit.atomic import atomic_write_json, atomic_write_text
+from keras_vit.run_dir import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    LABELS_FILE,
+    MODEL_FILE,
+    preprocessing_spec,
+)
 
 # Keys every Keras layer adds to its config on top of its own constructor arguments.
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
@@ -67,18 +76,18 @@ def wrap_layer(layer: keras.layers.Layer, input_shape: tuple) -> keras.Model:
 def write_checkpoint(path, model, labels, dataset=None):
     """Writes a minimal checkpoint folder (model.keras, config.json, labels.txt)."""
     path.mkdir(parents=True, exist_ok=True)
-    model.save(path / artifacts.MODEL_FILE)
-    artifacts.atomic_write_json(
-        path / artifacts.CONFIG_FILE,
+    model.save(path / MODEL_FILE)
+    atomic_write_json(
+        path / CONFIG_FILE,
         {
-            "format": artifacts.FORMAT,
-            "format_version": artifacts.FORMAT_VERSION,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "model": model.get_config(),
-            "preprocessing": artifacts.preprocessing_spec(model.image_size),
+            "preprocessing": preprocessing_spec(model.image_size),
             "dataset": dataset or {"source": "digits"},
         },
     )
-    artifacts.atomic_write_text(path / artifacts.LABELS_FILE, "\n".join(labels) + "\n")
+    atomic_write_text(path / LABELS_FILE, "\n".join(labels) + "\n")
 
 
 def write_image_folder(root, classes=("cat", "dog"), per_class=6, size=(10, 12), fmt="png"):

@@ -9,7 +9,8 @@ from conftest import TINY
 from helpers import benchmark_module
 
 import keras_vit
-from export import analysis, profile, tflite, tflite_file
+from export import analysis, flatbuffer_edits, profile, tflite, tflite_reader
+from export import convert as conversion
 from export.graph import PixelClassifier
 
 
@@ -35,13 +36,13 @@ def files(tmp_path_factory):
     paths["int8_cpu"] = out / "int8_cpu.tflite"
     paths["int8_cpu"].write_bytes(tflite.convert(classifier, "int8_cpu", calibration))
     paths["int8_with_adds"] = out / "int8_with_adds.tflite"
-    with mock.patch.object(tflite, "drop_noop_adds", lambda content: content):
+    with mock.patch.object(conversion, "drop_noop_adds", lambda content: content):
         paths["int8_with_adds"].write_bytes(tflite.convert(classifier, "int8", calibration))
     return paths
 
 
 def matmul_right_zero_points(content: bytes) -> list[int]:
-    summary = tflite_file.read_summary(content)
+    summary = tflite_reader.read_summary(content)
     return [
         summary.tensors[op.inputs[1]].zero_point[0]
         for op in summary.operators
@@ -73,7 +74,7 @@ def test_symmetric_ranges_change_only_the_matmul_operands(files):
     from export.runtime import Classifier
 
     new, old = files["int8"].read_bytes(), files["int8_plain"].read_bytes()
-    a, b = tflite_file.read_summary(new), tflite_file.read_summary(old)
+    a, b = tflite_reader.read_summary(new), tflite_reader.read_summary(old)
     assert [op.name for op in a.operators] == [op.name for op in b.operators]
     changed = {
         i for i, (x, y) in enumerate(zip(a.tensors, b.tensors, strict=True)) if x.scale != y.scale
@@ -99,8 +100,8 @@ def test_dropping_the_epsilon_adds_changes_no_output(files):
     from export.runtime import Classifier
     from keras_vit import data
 
-    with_adds = tflite_file.read_summary(files["int8_with_adds"].read_bytes())
-    without = tflite_file.read_summary(files["int8"].read_bytes())
+    with_adds = tflite_reader.read_summary(files["int8_with_adds"].read_bytes())
+    without = tflite_reader.read_summary(files["int8"].read_bytes())
     removed = with_adds.op_histogram()["ADD"] - without.op_histogram()["ADD"]
     assert removed == 2 * TINY["num_layers"] + 1  # one per LayerNorm
     assert with_adds.op_histogram()["RSQRT"] == without.op_histogram()["RSQRT"] == removed
@@ -115,22 +116,26 @@ def test_dropping_the_epsilon_adds_changes_no_output(files):
 
 def test_an_add_is_a_noop_only_if_every_integer_maps_to_itself():
     # epsilon on a variance whose output range is epsilon wider (a one-row LayerNorm)
-    assert tflite._maps_to_itself((0.0037321541, -128), (0.0037321581, -128), np.array([1e-6]))
-    assert not tflite._maps_to_itself((0.01, -128), (0.01, -127), np.array([0.0]))
-    assert not tflite._maps_to_itself((0.01, 0), (0.01, 0), np.array([0.003]))  # 0.3 step
-    assert not tflite._maps_to_itself((0.01, 0), (0.0101, 0), np.array([0.0]))  # 1 % rescale
+    assert flatbuffer_edits.maps_to_itself(
+        (0.0037321541, -128), (0.0037321581, -128), np.array([1e-6])
+    )
+    assert not flatbuffer_edits.maps_to_itself((0.01, -128), (0.01, -127), np.array([0.0]))
+    assert not flatbuffer_edits.maps_to_itself((0.01, 0), (0.01, 0), np.array([0.003]))  # 0.3 step
+    assert not flatbuffer_edits.maps_to_itself(
+        (0.01, 0), (0.0101, 0), np.array([0.0])
+    )  # 1 % rescale
 
 
 def test_drop_noop_adds_keeps_an_add_that_changes_values(files):
     """The residual ADDs (two variable inputs) and the position-embedding ADD stay."""
     content = files["int8"].read_bytes()
     assert tflite.drop_noop_adds(content) == content
-    assert tflite_file.read_summary(content).op_histogram()["ADD"] == 2 * TINY["num_layers"] + 1
+    assert tflite_reader.read_summary(content).op_histogram()["ADD"] == 2 * TINY["num_layers"] + 1
 
 
 def test_int8_cpu_keeps_only_softmax_rsqrt_gelu_in_float_and_runs_on_xnnpack(files):
     content = files["int8_cpu"].read_bytes()
-    summary = tflite_file.read_summary(content)
+    summary = tflite_reader.read_summary(content)
     float_ops = {op.name for op in analysis.float_compute_ops(summary)}
     assert float_ops == {*tflite.FLOAT_ISLAND_OPS, "DEQUANTIZE", "QUANTIZE"}
     kinds = {
@@ -157,11 +162,11 @@ def test_int8_cpu_keeps_only_softmax_rsqrt_gelu_in_float_and_runs_on_xnnpack(fil
 
 def test_single_op_models_cover_every_op(files):
     content = files["float32"].read_bytes()
-    summary = tflite_file.read_summary(content)
+    summary = tflite_reader.read_summary(content)
     singles = profile.single_op_models(content)
     assert [s[1] for s in singles] == [op.name for op in summary.operators]
     for index, name, dtype, shape, single in singles[:5]:
-        small = tflite_file.read_summary(single)
+        small = tflite_reader.read_summary(single)
         assert [op.name for op in small.operators] == [name]
         first_output = summary.operators[index].outputs[0]
         assert dtype == "float32" and shape == summary.tensors[first_output].shape
@@ -217,7 +222,7 @@ def test_benchmark_flop_count_is_the_exported_graphs_matmuls(files):
     """benchmarks/run.py's analytic FLOPs (class-token-only last block) equal twice the
     multiply-adds of the float32 file's matmuls, counted from its tensor shapes."""
     run = benchmark_module("run")
-    summary = tflite_file.read_summary(files["float32"].read_bytes())
+    summary = tflite_reader.read_summary(files["float32"].read_bytes())
     matmuls = ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D")
     counted = sum(analysis.macs(summary, op) for op in summary.operators if op.name in matmuls)
     config = {**TINY, "num_classes": 10}

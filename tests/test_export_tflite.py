@@ -5,6 +5,7 @@ for a few epochs on digits serves most tests; it takes about a minute on 2 cores
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,10 +18,14 @@ from conftest import TINY
 from helpers import write_checkpoint
 
 import keras_vit
-from export import analysis, edgetpu_check, tflite, tflite_file
+from export import analysis, edgetpu_check, output_folder, tflite, tflite_reader
+from export import convert as conversion
+from export.graph import PixelClassifier
 from export.metadata import attach_metadata, build_classifier_metadata
-from export.runtime import Classifier, ModelFileError, _open_interpreter
-from keras_vit import artifacts, data
+from export.runtime import Classifier, ModelFileError, open_interpreter
+from keras_vit import data
+from keras_vit.atomic import atomic_write_json
+from keras_vit.run_dir import read_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -76,6 +81,7 @@ def test_export_writes_every_file_and_the_report(exported):
     out, report = exported
     names = sorted(p.name for p in out.iterdir())
     expected = [tflite.file_name(q) for q in QUANTIZATIONS] + [
+        output_folder.MARKER_FILE,
         "labels.txt",
         "model_edgetpu_int8.tflite",
         "report.json",
@@ -154,7 +160,7 @@ def test_edgetpu_file_maps_every_op(exported):
 def test_metadata_reads_back(exported):
     out, _ = exported
     content = (out / "model_int8.tflite").read_bytes()
-    meta = tflite_file.read_metadata(content)
+    meta = tflite_reader.read_metadata(content)
     (image,) = meta["inputs"]
     assert image["content"] == "image" and image["color_space"] == "RGB"
     assert image["process_units"] == [
@@ -162,7 +168,7 @@ def test_metadata_reads_back(exported):
     ]
     (probability,) = meta["outputs"]
     assert probability["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
-    assert tflite_file.labels_from_metadata(content) == LABELS
+    assert tflite_reader.labels_from_metadata(content) == LABELS
     assert meta["min_parser_version"] == "1.0.0"
 
 
@@ -210,14 +216,14 @@ def test_runtime_quantizes_int8_inputs_and_outputs(checkpoint, exported, test_sp
     """A file with int8 I/O (not what export writes, but what others do) runs correctly."""
     import tensorflow as tf
 
-    ckpt = artifacts.read_checkpoint(checkpoint)
+    ckpt = read_run_dir(checkpoint)
     graph = tflite.build_classifier(ckpt.load_model(), ckpt.config["preprocessing"])
     calibration = tflite.calibration_images(ckpt, 32)
-    tflite._write_saved_model(graph, tmp_path / "sm")
+    conversion.write_saved_model(graph, tmp_path / "sm")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.representative_dataset = tflite._representative(calibration, "int8")
+    converter.representative_dataset = conversion.representative_dataset(calibration, "int8")
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     (tmp_path / "int8io.tflite").write_bytes(converter.convert())
@@ -233,10 +239,10 @@ def test_runtime_quantizes_int8_inputs_and_outputs(checkpoint, exported, test_sp
 
 def test_runtime_labels_fall_back_to_labels_txt(exported, tmp_path):
     out, _ = exported
-    bare = tflite_file.read_summary  # the file without metadata keeps its graph
+    bare = tflite_reader.read_summary  # the file without metadata keeps its graph
     content = (out / "model_float32.tflite").read_bytes()
     stripped = _strip_metadata(content)
-    assert tflite_file.read_metadata(stripped) is None and bare(stripped).operators
+    assert tflite_reader.read_metadata(stripped) is None and bare(stripped).operators
     (tmp_path / "model.tflite").write_bytes(stripped)
     assert Classifier(tmp_path / "model.tflite").labels == [str(i) for i in range(10)]
     (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
@@ -264,9 +270,9 @@ def test_metadata_attach_replaces_previous_metadata(exported):
         num_classes=10,
     )
     again = attach_metadata(content, meta, {"labels.txt": b"a\nb\n"})
-    assert tflite_file.read_summary(again).metadata_names.count("TFLITE_METADATA") == 1
-    assert tflite_file.read_metadata(again)["name"] == "again"
-    assert tflite_file.labels_from_metadata(again) == ["a", "b"]
+    assert tflite_reader.read_summary(again).metadata_names.count("TFLITE_METADATA") == 1
+    assert tflite_reader.read_metadata(again)["name"] == "again"
+    assert tflite_reader.labels_from_metadata(again) == ["a", "b"]
 
 
 def test_serialization_writes_shared_quantization_vectors_once(exported, test_split):
@@ -280,7 +286,7 @@ def test_serialization_writes_shared_quantization_vectors_once(exported, test_sp
             flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
         )
     )
-    shared = attach_metadata(content, tflite_file.metadata_buffer(content), {})
+    shared = attach_metadata(content, tflite_reader.metadata_buffer(content), {})
     assert len(shared) < 0.95 * len(plain)
     images, _ = test_split
     outputs = []
@@ -353,10 +359,10 @@ def test_interpreter_fallback_skips_a_backend_that_cannot_open_the_model(exporte
         ("ai_edge_litert.interpreter", "Interpreter"),
     )
     content = (out / "model_int8.tflite").read_bytes()
-    _, name = _open_interpreter(content, 1, backends)
+    _, name = open_interpreter(content, 1, backends)
     assert name == "ai_edge_litert.interpreter"
     with pytest.raises(RuntimeError, match="No TFLite interpreter could run the model"):
-        _open_interpreter(content, 1, backends[:2])
+        open_interpreter(content, 1, backends[:2])
 
 
 # === Bad input ===
@@ -397,6 +403,37 @@ def test_cli_prints_the_table(checkpoint, tmp_path, capsys):
     assert err == f"error: Output {tmp_path / 'out'} already exists; pass --force to overwrite it"
 
 
+def test_force_never_replaces_the_run_dir_or_a_foreign_folder(checkpoint, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir() if p.is_file()}
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("three years of work")
+    for output, expected in [
+        (checkpoint, "is the run directory being exported or a folder containing it"),
+        (checkpoint.parent, "is the run directory being exported or a folder containing it"),
+        (foreign, "--force replaces only a folder written by a keras-vit export"),
+    ]:
+        code, _, err = run_cli(
+            tflite.main,
+            [checkpoint, "--output", output, "--force", "--quantize", "float32", "--no-eval"],
+            capsys,
+        )
+        assert code == 1 and expected in err and "\n" not in err, err
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir() if p.is_file()} == before
+    assert (foreign / "thesis.txt").read_text() == "three years of work"
+    # An export folder an older version wrote (a report, no marker) is recognised.
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "report.json").write_text(json.dumps({"checkpoint": str(checkpoint), "files": []}))
+    code, _, err = run_cli(
+        tflite.main,
+        [checkpoint, "--output", older, "--force", "--quantize", "float32", "--no-eval"],
+        capsys,
+    )
+    assert code == 0, err
+    assert (older / "model_float32.tflite").is_file() and output_folder.is_export_folder(older)
+
+
 def test_cli_bad_checkpoints(tmp_path, capsys, checkpoint):
     code, _, err = run_cli(tflite.main, [tmp_path / "missing"], capsys)
     assert code == 1 and err == f"error: Checkpoint folder {tmp_path / 'missing'} does not exist"
@@ -421,7 +458,7 @@ def _copy_checkpoint(checkpoint, path, dataset):
         config.pop("dataset")
     else:
         config["dataset"] = dataset
-    artifacts.atomic_write_json(path / "config.json", config)
+    atomic_write_json(path / "config.json", config)
     return path
 
 
@@ -493,10 +530,17 @@ def test_predict_bad_inputs(exported, tmp_path, capsys):
     assert code == 1 and err == f"error: Model file {tmp_path / 'missing.tflite'} does not exist"
     with pytest.raises(ModelFileError, match="is not a TFLite model"):
         Classifier(tmp_path / "notes.tflite")
+    for flag in ("--threads", "--top-k"):
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main([str(model), str(tmp_path / "x.png"), flag, "0"])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_info.value.code == 2 and f"{flag}: must be at least 1, got 0" in err
+    with pytest.raises(ValueError, match="num_threads must be None or at least 1, got 0"):
+        Classifier(model, num_threads=0)
 
 
 def test_evaluate_cli(exported, checkpoint, capsys):
-    from export import evaluate
+    from export import evaluate_tflite as evaluate
 
     out, report = exported
     code, stdout, err = run_cli(
@@ -505,6 +549,21 @@ def test_evaluate_cli(exported, checkpoint, capsys):
     assert code == 0, err
     accuracy = entry(report, "model_int8.tflite")["accuracy"]
     assert re.search(rf"TFLite accuracy +{100 * accuracy:.2f} %", stdout)
+
+
+def test_evaluate_and_export_name_a_broken_model_keras(exported, checkpoint, tmp_path, capsys):
+    from export import evaluate_tflite as evaluate
+
+    out, _ = exported
+    broken = _copy_checkpoint(checkpoint, tmp_path / "broken", {"source": "digits"})
+    (broken / "model.keras").write_bytes((checkpoint / "model.keras").read_bytes()[:3000])
+    cause = "it is truncated or not a Keras archive"
+    expected = f"error: Cannot load {broken / 'model.keras'}: {cause}"
+    code, _, err = run_cli(evaluate.main, [out / "model_int8.tflite", broken], capsys)
+    assert code == 1 and err.startswith(expected) and "\n" not in err, err
+    code, _, err = run_cli(tflite.main, [broken, "--output", tmp_path / "o"], capsys)
+    assert code == 1 and err.startswith(expected) and "\n" not in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_edgetpu_check_cli(exported, capsys, tmp_path):
@@ -522,10 +581,120 @@ def test_edgetpu_check_cli(exported, capsys, tmp_path):
 
 def test_float_compute_op_definition(exported):
     out, _ = exported
-    dynamic = tflite_file.read_summary((out / "model_dynamic.tflite").read_bytes())
+    dynamic = tflite_reader.read_summary((out / "model_dynamic.tflite").read_bytes())
     names = {op.name for op in analysis.float_compute_ops(dynamic)}
     assert "FULLY_CONNECTED" in names  # int8 weights, float activations
-    int16 = tflite_file.read_summary((out / "model_int16x8.tflite").read_bytes())
+    int16 = tflite_reader.read_summary((out / "model_int16x8.tflite").read_bytes())
     # float32 I/O: only the boundary QUANTIZE / DEQUANTIZE touch floats, and they do not count.
     boundary = [op for op in int16.operators if op.name in ("QUANTIZE", "DEQUANTIZE")]
     assert boundary and analysis.float_compute_ops(int16) == []
+
+
+def test_private_converter_hooks_of_the_int8_path_exist(tmp_path):
+    """The int8 path relies on two private TensorFlow hooks: fail loudly if one goes away."""
+    import tensorflow as tf
+
+    graph = PixelClassifier(keras_vit.ViT(num_classes=2, **TINY), [127.5] * 3, [127.5] * 3)
+    conversion.write_saved_model(graph, tmp_path / "sm")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
+    conversion.check_private_converter_hooks(converter)  # raises ExportError naming the hook
+
+    class Bare:  # a converter without the calibrate-only switch
+        pass
+
+    with pytest.raises(tflite.ExportError, match="_experimental_calibrate_only"):
+        conversion.check_private_converter_hooks(Bare())
+
+
+def test_cli_shows_progress_and_hides_converter_logs(checkpoint, tmp_path, capfd, monkeypatch):
+    from export import console
+
+    # As for a user who set no log level (TensorFlow and JAX are imported already here).
+    monkeypatch.setattr(console, "ENVIRONMENT_LOG_LEVEL", None)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    capfd.readouterr()
+    argv = [checkpoint, "--output", tmp_path / "q", "--quantize", "float32", "int8"]
+    code = tflite.main([str(a) for a in [*argv, "--calibration-samples", "8", "--no-eval"]])
+    _, err = capfd.readouterr()
+    assert code == 0, err
+    lines = err.splitlines()
+    for step in ("Converting model_float32.tflite", "Calibrating int8 on 8 images"):
+        assert step in lines
+    noise = [
+        line
+        for line in lines
+        if re.match(r"[IWE]\d{4} |INFO|WARNING|fully_quantize", line)
+        or "keras_vit_export_" in line
+        or ".tmp" in line
+    ]
+    assert noise == []
+    monkeypatch.setattr(console, "ENVIRONMENT_LOG_LEVEL", "0")  # the user's own choice
+    assert not console.quiet_requested(verbose=False)
+
+
+def test_native_stderr_is_replayed_only_when_a_step_fails(capfd):
+    from export.console import native_stderr_captured
+
+    with native_stderr_captured():
+        os.write(2, b"converter chatter\n")
+    assert "converter chatter" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError), native_stderr_captured():
+        os.write(2, b"why the conversion failed\n")
+        raise RuntimeError("conversion failed")
+    assert "why the conversion failed" in capfd.readouterr().err
+    with pytest.raises(ValueError), native_stderr_captured(expected_errors=(ValueError,)):
+        os.write(2, b"noise before a user error\n")
+        raise ValueError("bad argument")
+    assert "noise before a user error" not in capfd.readouterr().err
+
+
+def _converter_min_runtime(content: bytes) -> str:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    (entry,) = [m for m in model.metadata if m.name == b"min_runtime_version"]
+    return bytes(model.buffers[entry.buffer].data).rstrip(b"\0").decode()
+
+
+def test_report_gives_each_files_oldest_runtime(exported):
+    from export.runtime_versions import minimum_runtime, parse_version
+
+    out, report = exported
+    for e in report["files"]:
+        content = (out / e["file"]).read_bytes()
+        requirement = minimum_runtime(tflite_reader.read_summary(content))
+        assert e["min_runtime"] == requirement.runtime
+        assert e["min_runtime_op"] == f"{requirement.op} v{requirement.version}"
+        # Never older than what the converter itself wrote into the file.
+        assert parse_version(e["min_runtime"]) >= parse_version(_converter_min_runtime(content))
+    # int16x8 runs int16 RSQRT, which needs the kernel of RSQRT version 3.
+    assert entry(report, "model_int16x8.tflite")["min_runtime_op"] == "RSQRT v3"
+    table = tflite.format_table(report)
+    assert f">={entry(report, 'model_dynamic.tflite')['min_runtime']}" in table
+
+
+@pytest.mark.parametrize("name", ["model_dynamic.tflite", "model_int16x8.tflite"])
+def test_predict_names_the_op_an_old_runtime_lacks(exported, monkeypatch, capsys, name):
+    import types
+
+    from export import predict, runtime
+    from export.runtime_versions import minimum_runtime
+
+    class OldInterpreter:  # what tflite-runtime 2.14 does with a newer operator version
+        def __init__(self, **kwargs):
+            raise ValueError("Didn't find op for builtin opcode, or INT16 unsupported")
+
+    module = types.ModuleType("tflite_runtime.interpreter")
+    module.Interpreter = OldInterpreter
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", module)
+    monkeypatch.setattr(runtime, "BACKENDS", (("tflite_runtime.interpreter", "Interpreter"),))
+    monkeypatch.setattr(runtime, "backend_version", lambda module_name: "2.14.0")
+    out, _ = exported
+    model = out / name
+    needed = minimum_runtime(tflite_reader.read_summary(model.read_bytes()))
+    code, _, err = run_cli(predict.main, [model, out / "labels.txt"], capsys)
+    assert code == 1 and "\n" not in err, err
+    assert err == (
+        f"error: {model} cannot run here: {needed}, but tflite-runtime 2.14.0 is installed: "
+        "pip install ai-edge-litert"
+    )

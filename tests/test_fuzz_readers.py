@@ -2,7 +2,7 @@
 
 Readers: `.npz` (`load_npz`), `model.keras` (`read_checkpoint(...).load_model()`),
 `config.json` / `labels.txt` (`read_checkpoint`), `.tflite` (`export.runtime.Classifier`
-and the FlatBuffer reader `export.tflite_file`), images (`export.runtime.load_image`).
+and the FlatBuffer reader `export.tflite_reader`), images (`export.runtime.load_image`).
 Every case must end in a correct result or the reader's documented error (one line,
 naming the file), never another exception type, a hang or a crash. The cases run in a
 worker process (`tests/fuzz_worker.py`) so that a crash of the interpreter is caught and
@@ -38,7 +38,7 @@ SEEDS = {
     "config.json": "config.json",
     "labels.txt": "labels.txt",
     "tflite": "tflite",
-    "tflite_bytes": "tflite_file",
+    "tflite_bytes": "tflite_reader",
     "png": "image",
     "png16": "image",
     "jpeg_exif": "image",

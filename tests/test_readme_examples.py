@@ -84,7 +84,7 @@ COVERED_BY = {
     ),
     "python -m keras_vit.evaluate": ("tests/test_cli.py::test_train_and_evaluate_cli",),
     "python -m export.tflite": ("tests/test_export_tflite.py::test_cli_prints_the_table",),
-    "python -m export.evaluate": ("tests/test_export_tflite.py::test_evaluate_cli",),
+    "python -m export.evaluate_tflite": ("tests/test_export_tflite.py::test_evaluate_cli",),
     "python -m export.saved_model": (
         "tests/test_export_saved_model.py::test_cli_refuses_existing_output_and_bad_checkpoints",
     ),

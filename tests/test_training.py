@@ -7,8 +7,10 @@ import pytest
 from helpers import write_image_folder
 
 import keras_vit
-from keras_vit import artifacts, checkpoints, data, run_dir, training
+from keras_vit import checkpoints, data, run_dir, training
+from keras_vit.atomic import default_file_mode
 from keras_vit.evaluate import evaluate_checkpoint
+from keras_vit.run_dir import CONFIG_FILE
 
 # A model small enough that a two-epoch run is mostly graph tracing.
 NANO = dict(image_size=16, patch_size=8, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32)
@@ -37,7 +39,7 @@ def trained(tmp_path_factory, image_folder):
 def test_train_writes_a_complete_run_directory(trained, image_folder):
     config, result = trained
     path = result.path
-    assert (path / "model.keras").stat().st_mode & 0o777 == artifacts.default_file_mode()
+    assert (path / "model.keras").stat().st_mode & 0o777 == default_file_mode()
     for name in (
         "model.keras",
         "config.json",
@@ -136,9 +138,9 @@ def test_output_folder_rules(trained, tmp_path, image_folder):
     assert "epochs (3 in run directory, 4 now)" in message
     assert "learning_rate (0.001 in run directory, 0.5 now)" in message
     # A run directory written before a setting existed resumes under that setting's default.
-    stored = json.loads((copy / artifacts.CONFIG_FILE).read_text())
+    stored = json.loads((copy / CONFIG_FILE).read_text())
     del stored["training"]["train_class_token_only"]
-    (copy / artifacts.CONFIG_FILE).write_text(json.dumps(stored))
+    (copy / CONFIG_FILE).write_text(json.dumps(stored))
     assert training.config_differences(stored["training"], config.to_json()) == []
     with pytest.raises(training.TrainingError, match=r"train_class_token_only \(False in"):
         training.train(
@@ -266,7 +268,7 @@ def test_overwrite_keeps_the_previous_run_until_an_epoch_completes(trained, tmp_
     one_epoch = nano_config(config.dataset, epochs=1)
     training.train(one_epoch, out, overwrite=True, verbose=0)
     assert not previous.exists()
-    stored = json.loads((out / artifacts.CONFIG_FILE).read_text())
+    stored = json.loads((out / CONFIG_FILE).read_text())
     assert stored["training"]["epochs"] == 1
     assert len(training.read_history(out / "history.csv")) == 1
 
