@@ -103,7 +103,10 @@ ERRORS = {
     "config.json": lambda p: (ValueError, "config.json"),
     "labels.txt": lambda p: (ValueError, "labels.txt"),
     "tflite": lambda p: (__import__("export.runtime").runtime.ModelFileError, p.name),
-    "tflite_reader": lambda p: (__import__("export.tflite_reader").tflite_reader.TFLiteFormatError, ""),
+    "tflite_reader": lambda p: (
+        __import__("export.tflite_reader").tflite_reader.TFLiteFormatError,
+        "",
+    ),
     "image": lambda p: (__import__("export.runtime").runtime.ImageFileError, p.name),
 }
 
