@@ -87,6 +87,7 @@ def _add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--recipe",
         default="scratch",
+        choices=RECIPE_NAMES,
         help=f"training recipe: {' or '.join(RECIPE_NAMES)} (default scratch)",
     )
     parser.add_argument(
@@ -131,6 +132,7 @@ def _add_execution(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategy",
         default="auto",
+        choices=STRATEGY_NAMES,
         help=f"tf.distribute strategy: {', '.join(STRATEGY_NAMES)}; auto: mirrored over "
         "several local GPUs, else default; multiworker reads the cluster from TF_CONFIG",
     )

@@ -1403,7 +1403,7 @@ def _(env, tmp):
         "--batch-size",
         "2",
         "--resume",
-        names=["batch_size (64 in checkpoint, 2 now)"],
+        names=["batch_size (64 in run directory, 2 now)"],
         preserved=[run],
         output=run,
     )
