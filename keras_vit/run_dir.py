@@ -116,11 +116,11 @@ def read_run_dir(path: str | os.PathLike) -> RunDir:
     for key in ("model", "preprocessing"):
         if not isinstance(config.get(key), dict):
             raise ValueError(f"{config_path} has no {key!r} section")
-    labels = tuple(
-        line.strip()
-        for line in (path / LABELS_FILE).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    )
+    try:
+        text = (path / LABELS_FILE).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path / LABELS_FILE} is not UTF-8 text: {error.reason}") from None
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
     model = config["model"]
     if model.get("include_top", True) and len(labels) != model.get("num_classes"):
         raise ValueError(

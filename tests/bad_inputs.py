@@ -737,7 +737,6 @@ def _(env, tmp):
     "keras_vit.ViT(dtype='int32')",
     "error",
     "ValueError naming dtype",
-    fixed_on="core",
 )
 def _(env, tmp):
     return _api(_vit(dtype="int32"), names=["dtype", "int32"])
@@ -750,7 +749,6 @@ def _(env, tmp):
     "keras_vit.ViT(seed='abc')",
     "error",
     "ValueError naming seed",
-    fixed_on="core",
 )
 def _(env, tmp):
     return _api(_vit(seed="abc"), names=["seed"])
@@ -794,7 +792,6 @@ def _(env, tmp):
     "model(list_of_lists)",
     "ok",
     "the same logits as the NumPy array",
-    fixed_on="core",
 )
 def _(env, tmp):
     return _same_as_array(tmp)
@@ -807,7 +804,6 @@ def _(env, tmp):
     "model(uint8_images)",
     "error",
     "ValueError naming uint8 (not a silent 24 % model)",
-    fixed_on="core",
 )
 def _(env, tmp):
     return _uint8_into_float_model(tmp)
@@ -928,7 +924,6 @@ def _(env, tmp):
     "load_npz(model, path)",
     "error",
     "CheckpointError naming the file (no zlib.error)",
-    fixed_on="core",
 )
 def _(env, tmp):
     path = corrupt_compressed_npz(tmp / "damaged.npz")
@@ -942,7 +937,6 @@ def _(env, tmp):
     "load_npz(model, path)",
     "error",
     "CheckpointError naming the file",
-    fixed_on="core",
 )
 def _(env, tmp):
     path = zip_without_npy(tmp / "plain.npz")
@@ -1067,7 +1061,6 @@ def _(env, tmp):
     "load_npz(model, path)",
     "ok",
     "resampled from 2x8 to 4x4, not copied position for position",
-    fixed_on="core",
 )
 def _(env, tmp):
     from keras_vit.checkpoints import save_npz
@@ -1215,7 +1208,6 @@ def _(env, tmp):
     "python -m keras_vit.train --learning-rate inf",
     "error",
     "refused before training, naming the learning rate",
-    fixed_on="train",
 )
 def _(env, tmp):
     return _train_cli(
@@ -1235,7 +1227,6 @@ def _(env, tmp):
     "python -m keras_vit.train --mixup nan",
     "error",
     "refused before training, naming mixup",
-    fixed_on="train",
 )
 def _(env, tmp):
     return _train_cli(
@@ -1274,7 +1265,6 @@ def _(env, tmp):
     "python -m keras_vit.train --dataset mnist:9.9.9",
     "error",
     "names the version (no AssertionError)",
-    fixed_on="train",
 )
 def _(env, tmp):
     return _train_cli(
@@ -1315,7 +1305,6 @@ def _(env, tmp):
     "python -m keras_vit.train --weights damaged.npz",
     "error",
     "names the file (no zlib.error traceback)",
-    fixed_on="core",
 )
 def _(env, tmp):
     path = corrupt_compressed_npz(tmp / "damaged.npz")
@@ -1416,7 +1405,6 @@ def _(env, tmp):
     "python -m keras_vit.train --output RUN --overwrite --learning-rate 1e30",
     "preserved",
     "the new run fails naming the NaN loss; the old run is still there unchanged",
-    fixed_on="train",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1531,7 +1519,6 @@ def _(env, tmp):
     "data.load_examples(root, 'train', (16, 16))",
     "error",
     "DataError naming the class folder (no class without training data)",
-    fixed_on="train",
 )
 def _(env, tmp):
     from keras_vit import data
@@ -1547,7 +1534,6 @@ def _(env, tmp):
     "data.folder_files(root)",
     "error",
     "DataError naming the folder (labels.txt would no longer match)",
-    fixed_on="train",
 )
 def _(env, tmp):
     from keras_vit import data
@@ -1695,7 +1681,6 @@ def _(env, tmp):
     "python -m keras_vit.evaluate RUN",
     "error",
     "names model.keras (not 'File not found': the file exists)",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1710,7 +1695,6 @@ def _(env, tmp):
     "python -m keras_vit.evaluate RUN",
     "error",
     "names model.keras",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1725,7 +1709,6 @@ def _(env, tmp):
     "python -m keras_vit.evaluate RUN",
     "error",
     "names model.keras (no OSError traceback)",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1740,7 +1723,6 @@ def _(env, tmp):
     "python -m keras_vit.evaluate RUN",
     "error",
     "names model.keras and VisionTransformer (no AttributeError)",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1755,7 +1737,6 @@ def _(env, tmp):
     "python -m keras_vit.evaluate RUN",
     "error",
     "names model.keras and the class",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1770,7 +1751,6 @@ def _(env, tmp):
     "python -m keras_vit.evaluate RUN",
     "error",
     "refused naming model.keras; the Lambda never runs (safe mode)",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1823,7 +1803,6 @@ def _(env, tmp):
     "python -m keras_vit.visualize RUN img.png --output OUT",
     "error",
     "names model.keras (not 'File not found': the file exists)",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1907,7 +1886,6 @@ def _(env, tmp):
     "python -m export.tflite RUN --output RUN --force",
     "preserved",
     "refused naming the run directory; model.keras, config.json, history.csv unchanged",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1921,7 +1899,6 @@ def _(env, tmp):
     "python -m export.tflite RUN --output FOLDER --force",
     "preserved",
     "refused: not an export folder; thesis.txt unchanged",
-    fixed_on="export",
 )
 def _(env, tmp):
     folder = tmp / "mine"
@@ -1958,7 +1935,6 @@ def _(env, tmp):
     "python -m export.tflite RUN",
     "error",
     "names model.keras (not 'File not found': the file exists)",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1975,7 +1951,6 @@ def _(env, tmp):
     "python -m export.tflite RUN",
     "error",
     "names model.keras (no AttributeError)",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -1992,7 +1967,6 @@ def _(env, tmp):
     "python -m export.tflite RUN --output OUT",
     "ok",
     "the folder gets the mode mkdir gives (not 0700)",
-    fixed_on="export",
 )
 def _(env, tmp):
     out = tmp / "out"
@@ -2045,7 +2019,6 @@ def _(env, tmp):
     "python -m export.saved_model RUN --output RUN --force",
     "preserved",
     "refused; the run directory unchanged",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -2059,7 +2032,6 @@ def _(env, tmp):
     "python -m export.saved_model RUN --output FOLDER --force",
     "preserved",
     "refused: not an export folder; thesis.txt unchanged",
-    fixed_on="export",
 )
 def _(env, tmp):
     folder = tmp / "mine"
@@ -2077,7 +2049,6 @@ def _(env, tmp):
     "python -m export.saved_model RUN",
     "error",
     "names model.keras (not 'File not found': the file exists)",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -2094,7 +2065,6 @@ def _(env, tmp):
     "python -m export.saved_model RUN",
     "error",
     "names model.keras and the class",
-    fixed_on="export",
 )
 def _(env, tmp):
     run = env.copy_run(tmp)
@@ -2158,12 +2128,14 @@ def _(env, tmp):
     "a 32x32 image into the 16x16 signature",
     "serving_default(images=(1, 32, 32, 3))",
     "error",
-    "an error naming the shape (1, 32, 32, 3), not 4 rows folded from one image",
-    fixed_on="export",
+    "an error naming the shape [1,32,32,3] and the expected [?,16,16,3], not 4 rows folded "
+    "from one image",
 )
 def _(env, tmp):
     images = np.zeros((1, 32, 32, 3), np.uint8)
-    return _api(_serve(env, images), _serving_errors(), ["(1, 32, 32, 3)"], one_line=False)
+    return _api(
+        _serve(env, images), _serving_errors(), ["[1,32,32,3]", "[?,16,16,3]"], one_line=False
+    )
 
 
 @case(
@@ -2172,12 +2144,14 @@ def _(env, tmp):
     "a 20x20 image into the 16x16 signature",
     "serving_default(images=(1, 20, 20, 3))",
     "error",
-    "an error naming the shape (1, 20, 20, 3), not a reshape failure deep inside",
-    fixed_on="export",
+    "an error naming the shape [1,20,20,3] and the expected [?,16,16,3], not a reshape "
+    "failure deep inside",
 )
 def _(env, tmp):
     images = np.zeros((1, 20, 20, 3), np.uint8)
-    return _api(_serve(env, images), _serving_errors(), ["(1, 20, 20, 3)"], one_line=False)
+    return _api(
+        _serve(env, images), _serving_errors(), ["[1,20,20,3]", "[?,16,16,3]"], one_line=False
+    )
 
 
 # TFLite files ---------------------------------------------------------------------------
@@ -2323,7 +2297,6 @@ def _(env, tmp):
     "python -m export.predict MODEL img.png --threads 0",
     "error",
     "names --threads (not 'install ai-edge-litert')",
-    fixed_on="export",
 )
 def _(env, tmp):
     return _predict_cli(env, write_png(tmp / "img.png"), "--threads", "0", names=["--threads"])
@@ -2387,7 +2360,6 @@ def _(env, tmp):
     "export.runtime.load_image(path, size)",
     "ok",
     "the same pixels as the 8-bit PNG (not clipped to white)",
-    fixed_on="train",
 )
 def _(env, tmp):
     from export.runtime import load_image
@@ -2415,7 +2387,6 @@ def _same_answers(result) -> None:
     "python -m export.predict MODEL flat.png deep.png --top-k 3",
     "ok",
     "the same top-3 labels and scores for both files",
-    fixed_on="train",
 )
 def _(env, tmp):
     flat, deep = write_png(tmp / "flat.png"), write_png16(tmp / "deep.png")
@@ -2429,7 +2400,6 @@ def _(env, tmp):
     "export.runtime.load_image(path, size)",
     "ok",
     "the upright picture",
-    fixed_on="train",
 )
 def _(env, tmp):
     from export.runtime import load_image
@@ -2520,7 +2490,6 @@ def _(env, tmp):
     "python -m export.tflite RUN --output OUT ; kill -9 ; again",
     "ok",
     "the rerun completes; no .OUT.*.tmp beside it and no keras_vit_export_* in TMPDIR",
-    fixed_on="export",
     integration=True,
 )
 def _(env, tmp):

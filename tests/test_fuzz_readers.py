@@ -45,27 +45,9 @@ SEEDS = {
     "webp": "image",
     "tiff": "image",
 }
-# Cases today's code gets wrong (found by this fuzz run on main), with the reason and the
-# branch expected to fix them. They are xfail(strict=True): each turns into a failure when
-# its fix lands, and leaves this table with the merge.
-KNOWN_FAILURES = {
-    ("npz_compressed", "flip4x3 flip4x6"): "fixed on branch core: zlib.error escapes load_npz",
-    (
-        "model.keras",
-        "flip1x0 flip1x1 flip1x2 flip1x3 flip1x4 flip1x5 flip1x6 flip1x7 "
-        "flip4x0 flip4x1 flip4x2 flip4x3 flip4x4 flip4x5 flip4x6 flip4x7 "
-        "flip16x0 flip16x1 flip16x2 flip16x3 flip16x4 flip16x5 flip16x6 flip16x7",
-    ): "fixed on branch export: load_model lets zipfile.BadZipFile (bad CRC) or a ValueError "
-    "that does not name model.keras escape",
-    (
-        "labels.txt",
-        "flip1x0 flip1x1 flip1x2 flip1x4 flip1x6 flip4x0 flip4x1 flip4x2 flip4x3 flip4x4 "
-        "flip4x5 flip16x0 flip16x1 flip16x2 flip16x3 flip16x4 flip16x5 flip16x6 flip16x7",
-    ): "open (no branch): read_checkpoint lets UnicodeDecodeError from a labels.txt that is "
-    "not UTF-8 escape without naming the file",
-    ("tflite", "flip4x1 flip16x6"): "open (no branch): Classifier's ModelFileError for a model "
-    "no interpreter can allocate spans several lines (the interpreter's message)",
-}
+# Cases the code gets wrong, as (seed file, "case case ...") -> reason; each is
+# xfail(strict=True), so a fix turns it into a failure and it leaves this table.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 KNOWN = {
     f"{seed}-{name}": reason
     for (seed, names), reason in KNOWN_FAILURES.items()
