@@ -834,7 +834,11 @@ class TokenPooling(keras.layers.Layer):
         _check_form(form)
         if form == "edgetpu":
             if self.pooling == "token":
-                x = _first_tokens(x, 1, form)
+                # No slice when the last block computed the class token only: an identity
+                # STRIDED_SLICE would keep the converter from folding the LayerNorm's scale
+                # and offset into the head.
+                if x.shape[2] != 1:
+                    x = _first_tokens(x, 1, form)
             else:
                 x = ops.mean(x, axis=2, keepdims=True)
             return ops.reshape(x, (-1, x.shape[-1]))
