@@ -6,7 +6,7 @@
 Every file is converted from a SavedModel with a static `[1, H, W, 3]` input (a dynamic
 batch adds SHAPE / GATHER / PACK ops) and TFLite builtin ops only: a graph that would need
 a TensorFlow (Flex) or custom op fails, naming the op. Every file takes RGB pixels 0..255
-(the checkpoint's normalisation is folded into the patch projection, see `export.graph`),
+(the checkpoint's normalisation is folded into the patch projection, see `export.classifier`),
 returns class probabilities (softmax in the graph) and carries TFLite metadata (labels and
 normalisation) for the Task Library / MediaPipe.
 
@@ -29,7 +29,7 @@ Quantizations:
 - `int16x8`: int16 activations, int8 weights, float32 I/O; calibrated like int8.
 
 `--edgetpu` adds `model_edgetpu_int8.tflite`, an int8 file of the graph formulated for the
-Coral Edge TPU (`export.edge`), and checks it against the published op table
+Coral Edge TPU (`export.classifier`), and checks it against the published op table
 (`export.edgetpu_check`).
 
 The report (`report.json`, and a table on stdout) gives per file: size, op histogram, float
@@ -281,7 +281,7 @@ def convert(
 
     Args:
         classifier: a Keras model with `image_size` and `num_channels` attributes taking
-            float32 pixels, such as `export.graph.PixelClassifier`.
+            float32 pixels, such as `export.classifier.PixelClassifier`.
         quantization: one of `QUANTIZATIONS`.
         calibration: uint8 images `(N, H, W, C)` for `int8`, `int8_cpu` and `int16x8`.
         symmetric_matmul: for `int8` and `int8_cpu`, give the right operands of
@@ -437,15 +437,9 @@ def keras_probabilities(model, images: np.ndarray, preprocessing: dict) -> np.nd
 
 def build_classifier(model, preprocessing: dict, profile: str = "default"):
     """The export graph of a checkpoint's model for a profile (`default` or `edgetpu`)."""
-    from export.graph import PixelClassifier
+    from export.classifier import PixelClassifier
 
-    if profile == "default":
-        return PixelClassifier(model, preprocessing["mean"], preprocessing["std"])
-    if profile == "edgetpu":
-        from export.edge import EdgeTPUClassifier
-
-        return EdgeTPUClassifier(model, preprocessing["mean"], preprocessing["std"])
-    raise ValueError(f"Unknown profile {profile!r}; expected 'default' or 'edgetpu'")
+    return PixelClassifier(model, preprocessing["mean"], preprocessing["std"], profile=profile)
 
 
 def _metadata(checkpoint: artifacts.CheckpointDir, model, quantization: str) -> bytes:
