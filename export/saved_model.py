@@ -51,8 +51,7 @@ def export_saved_model(
     import keras
     import tensorflow as tf
 
-    from export.graph import check_classifier
-    from keras_vit.inference import inference_forward
+    from export.classifier import check_classifier
 
     checkpoint = artifacts.read_checkpoint(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
@@ -84,7 +83,7 @@ def export_saved_model(
 
         def serve(images):
             x = (tf.cast(images, tf.float32) - mean) / std
-            outputs = inference_forward(model, x)  # last block: the class token only
+            outputs = model(x, training=False)  # last block: the class token only
             probabilities = tf.nn.softmax(outputs, axis=-1) if softmax else outputs
             class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             return {
