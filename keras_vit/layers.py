@@ -98,6 +98,15 @@ def dense_apply(dense, x, form: GraphForm = "keras", scale: float | None = None)
     CONV_2D of its own kernel (the Edge TPU maps FULLY_CONNECTED only with a 1-D output),
     with `scale` folded into the kernel and bias; otherwise it is the layer's own call,
     then a multiplication by `scale`.
+
+    Args:
+        dense: a built `keras.layers.Dense`.
+        x: its input, in the layout of `form`.
+        form: one of `GRAPH_FORMS`.
+        scale: a constant factor on the output, or None.
+
+    Returns:
+        The output, in the layout of `form`.
     """
     if form != "edgetpu":
         y = dense(x)
@@ -106,7 +115,7 @@ def dense_apply(dense, x, form: GraphForm = "keras", scale: float | None = None)
     if scale is not None:
         kernel, bias = kernel * scale, bias * scale
     y = ops.conv(x, kernel[None, None], strides=1, padding="valid") + bias
-    return y if dense.activation is None else dense.activation(y)
+    return dense.activation(y)
 
 
 def gelu(x, form: GeluForm = "tanh"):
