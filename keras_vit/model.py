@@ -79,6 +79,7 @@ def _forward(
     class_token_only_last: bool = False,
     form: GraphForm = "keras",
     class_row_norm=None,
+    return_attention_scores: bool = False,
 ):
     """The ViT's computation over `parts`; see `VisionTransformer.forward`."""
     if form == "edgetpu":  # the patch embedding cuts the patches itself
@@ -87,19 +88,24 @@ def _forward(
         x = parts.patch_encoder(parts.patches(images), form=form)
     x = parts.embedding_dropout(x, training=training)
     last = len(parts.blocks) - 1
+    scores = []
     for i, block in enumerate(parts.blocks):
         x = block(
             x,
             training=training,
+            return_attention_scores=return_attention_scores,
             class_token_only=class_token_only_last and i == last,
             form=form,
             class_row_norm=class_row_norm if i == 0 else None,
         )
+        if return_attention_scores:
+            x, block_scores = x
+            scores.append(block_scores)
     x = parts.pooling(parts.encoder_norm(x, form=form), form=form)
     for layer in (parts.pre_logits, parts.head, parts.predictions):
         if layer is not None:
             x = layer(x)
-    return x
+    return (x, scores) if return_attention_scores else x
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -340,6 +346,7 @@ class VisionTransformer(keras.Model):
         class_token_only_last: bool = False,
         form: GraphForm = "keras",
         class_row_norm=None,
+        return_attention_scores: bool = False,
     ):
         """The model's computation, layer by layer, with the options of an inference graph.
 
@@ -355,16 +362,27 @@ class VisionTransformer(keras.Model):
             form: the op formulation of every layer, one of `keras_vit.layers.GRAPH_FORMS`.
             class_row_norm: the first block's `norm1` of the class-token row as a constant
                 `(hidden_size,)` vector (`TransformerBlock`), or None.
+            return_attention_scores: also return every block's attention probabilities,
+                a list of `(batch, num_heads, queries, tokens)` (not with `"edgetpu"`).
 
         Returns:
-            The model's outputs (logits, probabilities or pooled features).
+            The model's outputs (logits, probabilities or pooled features), and with
+            `return_attention_scores` the list of attention probabilities.
         """
         if class_token_only_last and self.pooling != "token":
             raise ValueError(
                 "`class_token_only_last=True` needs pooling='token'. "
                 f"Received: pooling={self.pooling!r}"
             )
-        return _forward(self._parts, images, training, class_token_only_last, form, class_row_norm)
+        return _forward(
+            self._parts,
+            images,
+            training,
+            class_token_only_last,
+            form,
+            class_row_norm,
+            return_attention_scores,
+        )
 
     def get_config(self) -> dict:
         return {

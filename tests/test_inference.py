@@ -153,3 +153,15 @@ def test_forward_class_token_only_last_needs_token_pooling(rng):
         model.forward(images, class_token_only_last=True)
     with pytest.raises(ValueError, match="Expected `form` to be one of"):
         model.forward(images, form="coral")
+
+
+def test_forward_returns_every_blocks_attention_scores(rng):
+    model = keras_vit.ViT(num_classes=5, seed=0, **TINY)
+    images = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    outputs, scores = model.forward(images, return_attention_scores=True)
+    np.testing.assert_allclose(outputs, full_graph(model, images), atol=1e-6)
+    assert [tuple(s.shape) for s in scores] == [(2, 2, 17, 17)] * 2
+    np.testing.assert_allclose(keras.ops.sum(scores[1], axis=-1), 1.0, atol=1e-5)
+    _, last_only = model.forward(images, class_token_only_last=True, return_attention_scores=True)
+    assert tuple(last_only[1].shape) == (2, 2, 1, 17)
+    np.testing.assert_allclose(last_only[1], scores[1][:, :, :1], atol=1e-5)
