@@ -138,7 +138,7 @@ def gelu(x, form: GeluForm = "tanh"):
     if form == "erf":
         return ops.gelu(x, approximate=False)
     if form == "logistic":
-        inner = x + 0.044715 * x * x * x
+        inner = x + 0.044715 * (x * x * x)
         return x * ops.sigmoid((2.0 * _SQRT_2_OVER_PI) * inner)
     raise ValueError(f"Expected `form` to be one of {GELU_FORMS}. Received: form={form!r}")
 
