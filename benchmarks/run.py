@@ -361,7 +361,7 @@ def keras_timer(predict, check: np.ndarray):
 
 def tflite_rows(name: str, model, config: dict, plan: Plan, calibration: np.ndarray) -> list:
     from export import tflite
-    from export.graph import PixelClassifier
+    from export.classifier import PixelClassifier
     from export.runtime import Classifier
 
     classifier = PixelClassifier(model, [127.5] * 3, [127.5] * 3)
@@ -474,7 +474,7 @@ def keras_hub_timer(ours, check: np.ndarray):
     """
     import tensorflow as tf
 
-    from export.graph import rebuild
+    from export.classifier import rebuild
 
     reference = rebuild(ours, gelu="erf")
     hub = keras_hub_model(reference)
@@ -728,7 +728,7 @@ def train_digits(plan: Plan):
 def int8_section(plan: Plan, tiny_model=None) -> dict:
     """Digits int8 accuracy and latency before / after, and per-op profiles."""
     from export import analysis, profile, tflite, tflite_reader
-    from export.graph import PixelClassifier
+    from export.classifier import PixelClassifier
     from keras_vit import data
     from keras_vit.run_dir import preprocessing_spec
 

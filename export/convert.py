@@ -124,7 +124,7 @@ def convert(
 
     Args:
         classifier: a Keras model with `image_size` and `num_channels` attributes taking
-            float32 pixels, such as `export.graph.PixelClassifier`.
+            float32 pixels, such as `export.classifier.PixelClassifier`.
         quantization: one of `QUANTIZATIONS`.
         calibration: uint8 images `(N, H, W, C)` for `int8`, `int8_cpu` and `int16x8`.
         symmetric_matmul: for `int8` and `int8_cpu`, give the right operands of

@@ -55,7 +55,7 @@ def export_saved_model(
     """
     import keras
 
-    from export.graph import check_classifier
+    from export.classifier import check_classifier
 
     checkpoint = read_run_dir(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
@@ -110,7 +110,9 @@ def _serving_function(model, table, checkpoint: RunDir):
         # A loaded signature does not check its input shape, and the patch reshape would
         # fold the pixels of a larger image into extra batch rows.
         images = tf.ensure_shape(images, (None, height, width, channels))
-        x = (tf.cast(images, tf.float32) - mean) / std
+        x = tf.cast(images, tf.float32)
+        if not model.include_preprocessing:  # such a model scales the pixels itself
+            x = (x - mean) / std
         outputs = model(x, training=False)  # last block: the class token only
         probabilities = tf.nn.softmax(outputs, axis=-1) if softmax else outputs
         class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)

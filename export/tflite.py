@@ -5,7 +5,7 @@
 
 Every file has a static `[1, H, W, 3]` input and TFLite builtin ops only
 (`export.convert`). Every file takes RGB pixels 0..255
-(the checkpoint's normalisation is folded into the patch projection, see `export.graph`),
+(the checkpoint's normalisation is folded into the patch projection, see `export.classifier`),
 returns class probabilities (softmax in the graph) and carries TFLite metadata (labels and
 normalisation) for the Task Library / MediaPipe.
 
@@ -28,7 +28,7 @@ Quantizations:
 - `int16x8`: int16 activations, int8 weights, float32 I/O; calibrated like int8.
 
 `--edgetpu` adds `model_edgetpu_int8.tflite`, an int8 file of the graph formulated for the
-Coral Edge TPU (`export.edge`), and checks it against the published op table
+Coral Edge TPU (`export.classifier`), and checks it against the published op table
 (`export.edgetpu_check`).
 
 The report (`report.json`, and a table on stdout) gives per file: size, op histogram, float
@@ -123,15 +123,9 @@ def file_name(quantization: str, profile: str = "default") -> str:
 
 def build_classifier(model, preprocessing: dict, profile: str = "default"):
     """The export graph of a checkpoint's model for a profile (`default` or `edgetpu`)."""
-    from export.graph import PixelClassifier
+    from export.classifier import PixelClassifier
 
-    if profile == "default":
-        return PixelClassifier(model, preprocessing["mean"], preprocessing["std"])
-    if profile == "edgetpu":
-        from export.edge import EdgeTPUClassifier
-
-        return EdgeTPUClassifier(model, preprocessing["mean"], preprocessing["std"])
-    raise ValueError(f"Unknown profile {profile!r}; expected 'default' or 'edgetpu'")
+    return PixelClassifier(model, preprocessing["mean"], preprocessing["std"], profile=profile)
 
 
 def _metadata(checkpoint: RunDir, model, quantization: str) -> bytes:

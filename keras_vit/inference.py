@@ -12,12 +12,8 @@ Example:
 >>> logits = predict(images)  # float32 [batch, 224, 224, 3] in [-1, 1] -> NumPy logits
 
 The forward is the model's own inference call, `model(images, training=False)`: with
-class-token pooling (the default) its last `TransformerBlock` computes the class token only
-(`class_token_only=True`), the one token the head reads: 6.9 % fewer multiply-adds for a
-12-block ViT at 224, 18-19 % for a 4-block one, the same outputs to float rounding. `predict`,
-`evaluate` and `model(images)` get the same; `model.fit` (`training=True`) computes the full
-last block, as it always did, so a seeded training run repeats its weights (unless the model
-was built with `train_class_token_only=True`, the opt-in for training).
+class-token pooling (the default) its last `TransformerBlock` computes the class token only,
+the one token the head reads (`VisionTransformer.call`), the same outputs to float rounding.
 
 Through Keras's own API, `model.compile(jit_compile=True)` then
 `model.predict_on_batch(images)` also compiles this forward.
@@ -32,29 +28,13 @@ import numpy as np
 from keras_vit.model import VisionTransformer
 
 
-def inference_forward(model: VisionTransformer, images):
-    """`model(images, training=False)`: the inference forward that `predict_function` compiles.
-
-    With `pooling="token"` the model's own `call` has the last `TransformerBlock` compute
-    the class token only (`VisionTransformer.call`).
-
-    Args:
-        model: a `VisionTransformer`.
-        images: float `(batch, height, width, channels)` in [-1, 1].
-
-    Returns:
-        The model's outputs (logits, probabilities or pooled features), as a tensor.
-    """
-    return model(images, training=False)
-
-
 def predict_function(
     model: VisionTransformer, jit_compile: bool = True
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A compiled inference forward of `model` (dropout off), traced once per input shape.
 
-    The forward is `inference_forward`, `model(images, training=False)`: with class-token
-    pooling its last block computes the class token only (`VisionTransformer.call`).
+    The forward is `model(images, training=False)`: with class-token pooling its last block
+    computes the class token only (`VisionTransformer.call`).
 
     Args:
         model: a `VisionTransformer` (any head, any image size).
@@ -75,7 +55,7 @@ def predict_function(
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=False)
     def forward(images):
-        return inference_forward(model, images)
+        return model(images, training=False)
 
     def predict(images) -> np.ndarray:
         images = tf.convert_to_tensor(images, tf.float32)

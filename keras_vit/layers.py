@@ -26,6 +26,21 @@ from keras_vit.validation import sub_seed as _sub_seed
 GeluForm = Literal["tanh", "erf", "logistic"]
 GELU_FORMS: tuple[str, ...] = ("tanh", "erf", "logistic")
 
+GraphForm = Literal["keras", "tflite", "edgetpu"]
+GRAPH_FORMS: tuple[str, ...] = ("keras", "tflite", "edgetpu")
+"""The op formulations of the inference computation, one function in three graphs.
+
+- `"keras"`: the training and inference graph; tokens `(batch, tokens, width)`.
+- `"tflite"`: the TFLite export graph. As `"keras"`, but LayerNorm's variance is the mean
+  of `centered * centered`: the converter fuses `square(x - mean)` into SQUARED_DIFFERENCE,
+  which the int16 kernels lack.
+- `"edgetpu"`: ops in the Coral Edge TPU's table, every tensor 4-D at most and tokens laid
+  out as an image one pixel high, `(batch, 1, tokens, width)`: the patch embedding is a
+  strided CONV_2D, token-wise Dense layers are 1x1 CONV_2D (`dense_apply`), LayerNorm's
+  means are SUM times `1 / width` (MEAN may reduce only the spatial axes) and attention
+  runs without BATCH_MATMUL, SOFTMAX or EXP (`MultiHeadSelfAttention`).
+"""
+
 # sqrt(2 / pi), the constant of the tanh approximation of GELU.
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -50,6 +65,49 @@ def _attention_output_spec(layer, x, shape, return_attention_scores: bool):
     return output, keras.KerasTensor(scores_shape, dtype=layer.compute_dtype)
 
 
+def _check_form(form) -> None:
+    if form not in GRAPH_FORMS:
+        raise ValueError(f"Expected `form` to be one of {GRAPH_FORMS}. Received: form={form!r}")
+
+
+def _token_axis(form: GraphForm) -> int:
+    return 2 if form == "edgetpu" else 1
+
+
+def _first_tokens(x, count: int, form: GraphForm = "keras"):
+    """The first `count` tokens of `x`, in the token layout of `form` (see `GRAPH_FORMS`)."""
+    if form == "edgetpu":
+        return x[:, :, :count]
+    return x[:, :count]
+
+
+def dense_apply(dense, x, form: GraphForm = "keras", scale: float | None = None):
+    """`dense(x)` (times `scale`), in the token layout of `form`.
+
+    In the `"edgetpu"` layout `(batch, 1, tokens, width)` the Dense layer runs as a 1x1
+    CONV_2D of its own kernel (the Edge TPU maps FULLY_CONNECTED only with a 1-D output),
+    with `scale` folded into the kernel and bias; otherwise it is the layer's own call,
+    then a multiplication by `scale`.
+
+    Args:
+        dense: a built `keras.layers.Dense`.
+        x: its input, in the layout of `form`.
+        form: one of `GRAPH_FORMS`.
+        scale: a constant factor on the output, or None.
+
+    Returns:
+        The output, in the layout of `form`.
+    """
+    if form != "edgetpu":
+        y = dense(x)
+        return y if scale is None else y * scale
+    kernel, bias = dense.kernel, dense.bias
+    if scale is not None:
+        kernel, bias = kernel * scale, bias * scale
+    y = ops.conv(x, kernel[None, None], strides=1, padding="valid") + bias
+    return dense.activation(y)
+
+
 def gelu(x, form: GeluForm = "tanh"):
     """Gaussian Error Linear Unit in one of three numerically chosen forms.
 
@@ -70,7 +128,7 @@ def gelu(x, form: GeluForm = "tanh"):
     if form == "erf":
         return ops.gelu(x, approximate=False)
     if form == "logistic":
-        inner = x + 0.044715 * x * x * x
+        inner = x + 0.044715 * (x * x * x)
         return x * ops.sigmoid((2.0 * _SQRT_2_OVER_PI) * inner)
     raise ValueError(f"Expected `form` to be one of {GELU_FORMS}. Received: form={form!r}")
 
@@ -168,6 +226,12 @@ class PatchEncoder(keras.layers.Layer):
         `(batch, num_patches + 1, hidden_size)`, or `(batch, num_patches, hidden_size)`
         without a class token.
 
+    Call arguments:
+        patches: `(batch, num_patches, patch_dim)`; with `form="edgetpu"`, the images
+            `(batch, height, width, channels)` themselves.
+        form: the op formulation, one of `GRAPH_FORMS`. `"edgetpu"` cuts the patches
+            with a strided convolution and returns `(batch, 1, tokens, hidden_size)`.
+
     Example:
     >>> encoder = keras_vit.layers.PatchEncoder(num_patches=6, hidden_size=32)
     >>> encoder(np.zeros((2, 6, 48))).shape
@@ -219,13 +283,36 @@ class PatchEncoder(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, patches):
+    def call(self, patches, form: GraphForm = "keras"):
+        _check_form(form)
+        if form == "edgetpu":
+            return self._edgetpu_call(patches)
         x = self.projection(patches)
         if self.use_class_token:
             class_token = ops.cast(self.class_token, x.dtype)
             class_token = ops.tile(class_token, (ops.shape(x)[0], 1, 1))
             x = ops.concatenate([class_token, x], axis=1)
         return x + ops.cast(self.position_embedding, x.dtype)
+
+    def _edgetpu_call(self, images):
+        """The embedding of `images` in the layout `(batch, 1, tokens, hidden_size)`.
+
+        The projection runs as a CONV_2D with stride `patch_size` on the images themselves
+        (its kernel reshaped to `(P, P, C, D)`), as no 6-D patch reshape is in the Edge TPU
+        table; a zero token PADded in front and one constant ADD (class token plus position
+        embedding) complete it, since a constant CONCATENATION input must be all zeros.
+        """
+        channels = images.shape[-1]
+        size = math.isqrt(self.projection.kernel.shape[0] // channels)
+        kernel = ops.reshape(self.projection.kernel, (size, size, channels, self.hidden_size))
+        x = ops.conv(images, kernel, strides=size, padding="valid") + self.projection.bias
+        x = ops.reshape(x, (-1, 1, x.shape[1] * x.shape[2], self.hidden_size))
+        embedding = self.position_embedding
+        if self.use_class_token:
+            x = ops.pad(x, ((0, 0), (0, 0), (1, 0), (0, 0)))
+            class_row = ops.pad(self.class_token, ((0, 0), (0, self.num_patches), (0, 0)))
+            embedding = embedding + class_row
+        return x + embedding[None]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_tokens, self.hidden_size)
@@ -257,6 +344,12 @@ class LayerNorm(keras.layers.Layer):
         epsilon: small constant added to the variance.
         **kwargs: standard layer arguments such as `name` and `dtype`.
 
+    Call arguments:
+        x: a tensor, normalised over its last axis.
+        form: the op formulation, one of `GRAPH_FORMS`: the variance as the mean of
+            `square(x - mean)` (`"keras"`), as the mean of `centered * centered`
+            (`"tflite"`), or both means as SUM times `1 / width` (`"edgetpu"`).
+
     Example:
     >>> norm = keras_vit.layers.LayerNorm(epsilon=1e-6)
     >>> norm(np.random.rand(2, 5, 8)).shape
@@ -276,13 +369,21 @@ class LayerNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
         self.built = True
 
-    def call(self, x):
+    def call(self, x, form: GraphForm = "keras"):
+        _check_form(form)
         dtype = x.dtype
         if dtype in ("float16", "bfloat16"):
             x = ops.cast(x, "float32")
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        centered = x - mean
-        variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
+        if form == "edgetpu":
+            inverse_width = 1.0 / x.shape[-1]
+            mean = ops.sum(x, axis=-1, keepdims=True) * inverse_width
+            centered = x - mean
+            variance = ops.sum(centered * centered, axis=-1, keepdims=True) * inverse_width
+        else:
+            mean = ops.mean(x, axis=-1, keepdims=True)
+            centered = x - mean
+            squares = ops.square(centered) if form == "keras" else centered * centered
+            variance = ops.mean(squares, axis=-1, keepdims=True)
         y = centered * ops.rsqrt(variance + self.epsilon)
         y = y * ops.cast(self.gamma, y.dtype) + ops.cast(self.beta, y.dtype)
         return ops.cast(y, dtype)
@@ -320,6 +421,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         num_queries: only the first `num_queries` tokens attend (are queries); keys and
             values are still all tokens, and the output is `(batch, num_queries,
             hidden_size)`. None (the default): every token.
+        form: the op formulation, one of `GRAPH_FORMS`. `"edgetpu"` takes and returns
+            the layout `(batch, 1, tokens, hidden_size)`, runs the projections as 1x1
+            convolutions and the softmax from LOGISTIC and RSQRT (inference only, no
+            attention scores returned); the other forms compute the standard way.
 
     Example:
     >>> attention = keras_vit.layers.MultiHeadSelfAttention(num_heads=4)
@@ -365,14 +470,22 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         x = ops.reshape(x, (-1, tokens, self.num_heads, self.head_dim))
         return ops.transpose(x, (0, 2, 1, 3))
 
-    def call(self, x, training=None, return_attention_scores=False, num_queries=None):
-        tokens = x.shape[1]
-        queries = tokens
-        if num_queries is not None:
-            queries = _check_num_queries(num_queries, tokens)
-            query = self.query(x[:, :queries])
-        else:
-            query = self.query(x)
+    def call(
+        self,
+        x,
+        training=None,
+        return_attention_scores=False,
+        num_queries=None,
+        form: GraphForm = "keras",
+    ):
+        _check_form(form)
+        tokens = x.shape[_token_axis(form)]
+        queries = tokens if num_queries is None else _check_num_queries(num_queries, tokens)
+        if form == "edgetpu":
+            if return_attention_scores:
+                raise ValueError("`return_attention_scores` is not available with form='edgetpu'.")
+            return self._edgetpu_call(x, queries, num_queries is not None)
+        query = self.query(x if num_queries is None else x[:, :queries])
         query = self._split_heads(query * (self.head_dim**-0.5), queries)
         key = self._split_heads(self.key(x), tokens)
         value = self._split_heads(self.value(x), tokens)
@@ -388,16 +501,55 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             return output, probs
         return output
 
-    def compute_output_shape(self, input_shape, num_queries=None):
+    def _edgetpu_call(self, x, queries: int, sliced: bool):
+        """Inference attention on `(batch, 1, tokens, width)` from ops in the Edge TPU table.
+
+        Per head, without BATCH_MATMUL: scores `SUM(MUL(q[t, 1, d], k[1, s, d]))` over `d`;
+        softmax without SOFTMAX (it must be one-dimensional) or EXP (not in the table):
+        `exp(z)` for `z = s - max(s) <= 0` is `sigmoid(z) / sigmoid(-z)`, the division a
+        square of RSQRT; the weighted sum of values `SUM(MUL(e[t, s, 1], v[1, s, d]))` over
+        `s` is divided by `sum(e)` after the sum (each row of `e` peaks at exactly 1, which
+        8 bits resolve well). The same function as the standard form.
+        """
+        form = "edgetpu"
+        scale = self.head_dim**-0.5
+        query = dense_apply(self.query, x[:, :, :queries] if sliced else x, form, scale=scale)
+        query = ops.split(query, self.num_heads, axis=-1)
+        key = ops.split(dense_apply(self.key, x, form), self.num_heads, axis=-1)
+        value = ops.split(dense_apply(self.value, x, form), self.num_heads, axis=-1)
+        heads = []
+        for q, k, v in zip(query, key, value, strict=True):
+            # q: (1, 1, Q, d) -> (1, Q, 1, d); scores (1, Q, T) = sum_d q[t, d] k[s, d].
+            q = ops.reshape(q, (-1, queries, 1, q.shape[-1]))
+            scores = ops.sum(q * k, axis=-1)
+            peak = ops.max(scores, axis=-1, keepdims=True)
+            # exp(z) = sigmoid(z) / sigmoid(-z), z <= 0; 1 / a = rsqrt(a) ** 2.
+            inverse = ops.rsqrt(ops.sigmoid(peak - scores))
+            weights = ops.sigmoid(scores - peak) * inverse * inverse
+            norm = ops.rsqrt(ops.sum(weights, axis=-1, keepdims=True))  # (1, Q, 1)
+            # sum_s e[t, s] v[s, :]: (1, Q, T, 1) * (1, 1, T, d) summed over s.
+            mixed = ops.sum(ops.expand_dims(weights, -1) * v, axis=2)  # (1, Q, d)
+            heads.append(ops.reshape(mixed * norm * norm, (-1, 1, queries, v.shape[-1])))
+        return dense_apply(self.out, ops.concatenate(heads, axis=-1), form)
+
+    def compute_output_shape(self, input_shape, num_queries=None, form: GraphForm = "keras"):
+        axis = _token_axis(form)
         if num_queries is None:
             return tuple(input_shape)
-        queries = _check_num_queries(num_queries, input_shape[1])
-        return (input_shape[0], queries, input_shape[2])
+        queries = _check_num_queries(num_queries, input_shape[axis])
+        shape = list(input_shape)
+        shape[axis] = queries
+        return tuple(shape)
 
     def compute_output_spec(
-        self, x, training=None, return_attention_scores=False, num_queries=None
+        self,
+        x,
+        training=None,
+        return_attention_scores=False,
+        num_queries=None,
+        form: GraphForm = "keras",
     ):
-        shape = self.compute_output_shape(x.shape, num_queries)
+        shape = self.compute_output_shape(x.shape, num_queries, form)
         return _attention_output_spec(self, x, shape, return_attention_scores)
 
     def get_config(self):
@@ -476,7 +628,14 @@ class TransformerBlock(keras.layers.Layer):
             `(batch, 1, hidden_size)`: it attends to every token, but no other token's query,
             attention output or MLP is computed. The same numbers as `x[:, :1]` of the full
             output to float rounding, for the last block of a forward that reads only the
-            class token (`keras_vit.inference`, the exported graphs).
+            class token (`VisionTransformer.forward`).
+        form: the op formulation, one of `GRAPH_FORMS`; `"edgetpu"` takes and returns
+            the layout `(batch, 1, tokens, hidden_size)`.
+        class_row_norm: `norm1` of token 0 as a constant `(hidden_size,)` vector, or None.
+            The export graphs give it for the first block, where token 0 is the class
+            token with its position embedding, the same for every image: computed in
+            float once, it keeps its precision in an integer graph, where the class row's
+            spread is far below the patch rows' and a shared 8-bit scale would blur it.
 
     Example:
     >>> block = keras_vit.layers.TransformerBlock(num_heads=4, mlp_dim=64)
@@ -563,38 +722,69 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense2.build((*tuple(input_shape[:-1]), self.mlp_dim))
         self.built = True
 
-    def call(self, x, training=None, return_attention_scores=False, class_token_only=False):
-        normed = self.norm1(x)
+    def call(
+        self,
+        x,
+        training=None,
+        return_attention_scores=False,
+        class_token_only=False,
+        form: GraphForm = "keras",
+        class_row_norm=None,
+    ):
+        normed = self._norm1(x, form, class_row_norm)
         if class_token_only:
-            x = x[:, :1]
+            x = _first_tokens(x, 1, form)
         attended = self.attention(
             normed,
             training=training,
             return_attention_scores=return_attention_scores,
             num_queries=1 if class_token_only else None,
+            form=form,
         )
         if return_attention_scores:
             attended, scores = attended
         attended = self.attention_output_dropout(attended, training=training)
         x = x + self.drop_path(attended, training=training)
 
-        y = self.mlp_dense1(self.norm2(x))
+        y = dense_apply(self.mlp_dense1, self.norm2(x, form=form), form)
         y = self.mlp_dropout1(gelu(y, self.gelu), training=training)
-        y = self.mlp_dropout2(self.mlp_dense2(y), training=training)
+        y = self.mlp_dropout2(dense_apply(self.mlp_dense2, y, form), training=training)
         x = x + self.drop_path(y, training=training)
         if return_attention_scores:
             return x, scores
         return x
 
-    def compute_output_shape(self, input_shape, class_token_only=False):
+    def _norm1(self, x, form: GraphForm, class_row_norm):
+        """`norm1(x)`, or with token 0's row given as the constant `class_row_norm`."""
+        if class_row_norm is None:
+            return self.norm1(x, form=form)
+        row = ops.reshape(ops.cast(class_row_norm, self.compute_dtype), (1, 1, -1))
+        if form == "edgetpu":
+            # CONCATENATION takes a constant input only if it is all zeros: PAD, then ADD.
+            normed = self.norm1(x[:, :, 1:], form=form)
+            padding = ((0, 0), (0, 0), (0, x.shape[2] - 1), (0, 0))
+            return ops.pad(normed, ((0, 0), (0, 0), (1, 0), (0, 0))) + ops.pad(row[None], padding)
+        normed = self.norm1(x[:, 1:], form=form)
+        row = ops.tile(row, (ops.shape(x)[0], 1, 1))
+        return ops.concatenate([row, normed], axis=1)
+
+    def compute_output_shape(self, input_shape, class_token_only=False, form: GraphForm = "keras"):
         if not class_token_only:
             return tuple(input_shape)
-        return (input_shape[0], 1, input_shape[2])
+        shape = list(input_shape)
+        shape[_token_axis(form)] = 1
+        return tuple(shape)
 
     def compute_output_spec(
-        self, x, training=None, return_attention_scores=False, class_token_only=False
+        self,
+        x,
+        training=None,
+        return_attention_scores=False,
+        class_token_only=False,
+        form: GraphForm = "keras",
+        class_row_norm=None,
     ):
-        shape = self.compute_output_shape(x.shape, class_token_only)
+        shape = self.compute_output_shape(x.shape, class_token_only, form)
         return _attention_output_spec(self, x, shape, return_attention_scores)
 
     def get_config(self):
@@ -622,8 +812,10 @@ class TokenPooling(keras.layers.Layer):
         pooling: `"token"` takes the class token (token 0); `"gap"` averages all tokens.
         **kwargs: standard layer arguments such as `name` and `dtype`.
 
-    Input shape:
-        `(batch, tokens, hidden_size)`.
+    Call arguments:
+        x: `(batch, tokens, hidden_size)`, or `(batch, 1, tokens, hidden_size)` with
+            `form="edgetpu"`.
+        form: the op formulation, one of `GRAPH_FORMS`.
 
     Output shape:
         `(batch, hidden_size)`.
@@ -637,7 +829,18 @@ class TokenPooling(keras.layers.Layer):
             )
         self.pooling = pooling
 
-    def call(self, x):
+    def call(self, x, form: GraphForm = "keras"):
+        _check_form(form)
+        if form == "edgetpu":
+            if self.pooling == "token":
+                # No slice when the last block computed the class token only: an identity
+                # STRIDED_SLICE would keep the converter from folding the LayerNorm's scale
+                # and offset into the head.
+                if x.shape[2] != 1:
+                    x = _first_tokens(x, 1, form)
+            else:
+                x = ops.mean(x, axis=2, keepdims=True)
+            return ops.reshape(x, (-1, x.shape[-1]))
         if self.pooling == "token":
             return x[:, 0]
         return ops.mean(x, axis=1)

@@ -18,7 +18,7 @@ Graph, as the original JAX code (`vit_jax/models_vit.py`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import keras
 import numpy as np
@@ -26,6 +26,7 @@ import numpy as np
 from keras_vit.layers import (
     GELU_FORMS,
     GeluForm,
+    GraphForm,
     LayerNorm,
     PatchEncoder,
     Patches,
@@ -67,6 +68,64 @@ def _image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
         "Expected `image_size` to be a positive int or a (height, width) pair of positive "
         f"ints. Received: image_size={image_size!r}"
     )
+
+
+class _Parts(NamedTuple):
+    """The model's layers in the order of the computation (None where a model has none)."""
+
+    preprocessing: keras.layers.Layer | None
+    patches: Patches
+    patch_encoder: PatchEncoder
+    embedding_dropout: keras.layers.Dropout
+    blocks: tuple[TransformerBlock, ...]
+    encoder_norm: LayerNorm
+    pooling: TokenPooling
+    pre_logits: keras.layers.Dense | None
+    head: keras.layers.Dense | None
+    predictions: keras.layers.Activation | None
+
+
+def _built(layer: keras.layers.Layer, input_shape: tuple) -> keras.layers.Layer:
+    layer.build(input_shape)
+    return layer
+
+
+def _forward(
+    parts: _Parts,
+    images,
+    training=None,
+    class_token_only_last: bool = False,
+    form: GraphForm = "keras",
+    class_row_norm=None,
+    return_attention_scores: bool = False,
+):
+    """The ViT's computation over `parts`; see `VisionTransformer.forward`."""
+    if parts.preprocessing is not None:
+        images = parts.preprocessing(images)
+    if form == "edgetpu":  # the patch embedding cuts the patches itself
+        x = parts.patch_encoder(images, form=form)
+    else:
+        x = parts.patch_encoder(parts.patches(images), form=form)
+    x = parts.embedding_dropout(x, training=training)
+    last = len(parts.blocks) - 1
+    scores = []
+    for i, block in enumerate(parts.blocks):
+        x = block(
+            x,
+            training=training,
+            return_attention_scores=return_attention_scores,
+            class_token_only=class_token_only_last and i == last,
+            form=form,
+            class_row_norm=class_row_norm if i == 0 else None,
+        )
+        if return_attention_scores:
+            x, block_scores = x
+            scores.append(block_scores)
+    x = parts.pooling(parts.encoder_norm(x, form=form), form=form)
+    for layer in (parts.pre_logits, parts.head, parts.predictions):
+        if layer is not None:
+            x = layer(x)
+    return (x, scores) if return_attention_scores else x
 
 
 def _dtype_policy(dtype) -> keras.DTypePolicy | None:
@@ -251,73 +310,97 @@ class VisionTransformer(keras.Model):
         policy = _dtype_policy(dtype)
         grid_h, grid_w = height // patch_size, width // patch_size
 
-        # === Functional graph ===
-        images = keras.Input((height, width, num_channels), name="images")
-        x = images
+        # === Layers ===
+        # Each layer is built as it is created, in the order of the computation: unseeded
+        # initialisers draw from Keras's global seed in that order.
+        num_patches = grid_h * grid_w
+        num_tokens = num_patches + int(pooling == "token")
+        preprocessing = None
         if include_preprocessing:
             # float32 whatever the policy: pixels 0..255 and their scaled values stay exact.
-            x = keras.layers.Normalization(
+            preprocessing = keras.layers.Normalization(
                 mean=PIXEL_MEAN,
                 variance=PIXEL_STD**2,
                 axis=None,
                 dtype="float32",
                 name="preprocessing",
-            )(x)
-        x = Patches(patch_size, dtype=policy, name="patches")(x)
-        x = PatchEncoder(
-            grid_h * grid_w,
-            hidden_size,
-            use_class_token=pooling == "token",
-            seed=sub_seed(seed, 0),
-            dtype=policy,
-            name="patch_encoder",
-        )(x)
-        x = keras.layers.Dropout(
-            dropout, seed=sub_seed(seed, 1), dtype=policy, name="embedding_dropout"
-        )(x)
-        for i in range(num_layers):
-            # Stochastic depth grows linearly with depth, 0 for the first block.
-            rate = drop_path_rate * i / max(num_layers - 1, 1)
-            x = TransformerBlock(
-                num_heads,
-                mlp_dim,
-                dropout=dropout,
-                attention_dropout=attention_dropout,
-                drop_path_rate=rate,
-                layer_norm_epsilon=layer_norm_epsilon,
-                gelu=gelu,
-                seed=sub_seed(seed, 100 * (i + 1)),
+            )
+        patches = Patches(patch_size, dtype=policy, name="patches")
+        patch_encoder = _built(
+            PatchEncoder(
+                num_patches,
+                hidden_size,
+                use_class_token=pooling == "token",
+                seed=sub_seed(seed, 0),
                 dtype=policy,
-                name=f"encoderblock_{i}",
-            )(x)
-        x = LayerNorm(layer_norm_epsilon, dtype=policy, name="encoder_norm")(x)
-        x = TokenPooling(pooling, dtype=policy, name="pooling")(x)
+                name="patch_encoder",
+            ),
+            (None, num_patches, patch_size * patch_size * num_channels),
+        )
+        embedding_dropout = keras.layers.Dropout(
+            dropout, seed=sub_seed(seed, 1), dtype=policy, name="embedding_dropout"
+        )
+        blocks = tuple(
+            _built(
+                TransformerBlock(
+                    num_heads,
+                    mlp_dim,
+                    dropout=dropout,
+                    attention_dropout=attention_dropout,
+                    # Stochastic depth grows linearly with depth, 0 for the first block.
+                    drop_path_rate=drop_path_rate * i / max(num_layers - 1, 1),
+                    layer_norm_epsilon=layer_norm_epsilon,
+                    gelu=gelu,
+                    seed=sub_seed(seed, 100 * (i + 1)),
+                    dtype=policy,
+                    name=f"encoderblock_{i}",
+                ),
+                (None, num_tokens, hidden_size),
+            )
+            for i in range(num_layers)
+        )
+        encoder_norm = LayerNorm(layer_norm_epsilon, dtype=policy, name="encoder_norm")
+        pooling_layer = TokenPooling(pooling, dtype=policy, name="pooling")
+        pre_logits = head = predictions = None
         if representation_size is not None:
-            x = keras.layers.Dense(
+            pre_logits = keras.layers.Dense(
                 representation_size,
                 activation="tanh",
                 kernel_initializer=keras.initializers.LecunNormal(seed=sub_seed(seed, 2)),
                 dtype=policy,
                 name="pre_logits",
-            )(x)
-        outputs = x
+            )
         if include_top:
-            outputs = keras.layers.Dense(
+            head = keras.layers.Dense(
                 num_classes,
                 kernel_initializer="zeros",
                 bias_initializer="zeros",
                 dtype=policy,
                 name="head",
-            )(x)
+            )
             if classifier_activation is not None:
                 # float32 output so that softmax and losses stay stable under mixed precision.
-                outputs = keras.layers.Activation(
+                predictions = keras.layers.Activation(
                     classifier_activation, dtype="float32", name="predictions"
-                )(outputs)
-            elif policy is not None and policy.compute_dtype != "float32":
-                outputs = keras.layers.Activation("linear", dtype="float32", name="predictions")(
-                    outputs
                 )
+            elif policy is not None and policy.compute_dtype != "float32":
+                predictions = keras.layers.Activation("linear", dtype="float32", name="predictions")
+        parts = _Parts(
+            preprocessing,
+            patches,
+            patch_encoder,
+            embedding_dropout,
+            blocks,
+            encoder_norm,
+            pooling_layer,
+            pre_logits,
+            head,
+            predictions,
+        )
+
+        # === Functional graph ===
+        images = keras.Input((height, width, num_channels), name="images")
+        outputs = _forward(parts, images)
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
 
         # === Config ===
@@ -342,6 +425,7 @@ class VisionTransformer(keras.Model):
         self.train_class_token_only = train_class_token_only
         self.include_preprocessing = include_preprocessing
         self._vit_dtype = None if policy is None else policy.name
+        self._parts = parts
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -395,25 +479,62 @@ class VisionTransformer(keras.Model):
         """The functional graph; at inference, the last block computes the class token only.
 
         With class-token pooling the head reads token 0 alone, so outside training
-        (`training` False or None: `predict`, `evaluate`, `model(images)`) the last
-        `TransformerBlock` is called with `class_token_only=True` and the layers after it
-        work on `(batch, 1, hidden_size)`: the same outputs to float rounding, and the same
-        gradients, with 6.9 % fewer multiply-adds at 12 blocks (18-19 % at 4). Training
-        (`model.fit`, `training=True`) runs the full graph unless the model was built with
+        (`training` False or None: `predict`, `evaluate`, `model(images)`) this is
+        `forward(inputs, class_token_only_last=True)`: the same outputs to float rounding,
+        and the same gradients, with fewer multiply-adds. Training (`model.fit`,
+        `training=True`) runs the functional graph unless the model was built with
         `train_class_token_only=True`, so a seeded run repeats the weights it always did.
         """
         training_call = not (training is None or training is False)  # True, or a tensor
         full_graph = training_call and not self.train_class_token_only
         if full_graph or mask is not None or kwargs or self.pooling != "token":
             return super().call(inputs, training=training, mask=mask, **kwargs)
-        last_block = f"encoderblock_{self.num_layers - 1}"
-        x = inputs
-        for layer in self.layers[1:]:  # a chain: each layer reads the one before; [0] is Input
-            if layer.name == last_block:
-                x = layer(x, training=training, class_token_only=True)
-            else:
-                x = layer(x, training=training)
-        return x
+        return self.forward(inputs, training=training, class_token_only_last=True)
+
+    def forward(
+        self,
+        images,
+        training=None,
+        class_token_only_last: bool = False,
+        form: GraphForm = "keras",
+        class_row_norm=None,
+        return_attention_scores: bool = False,
+    ):
+        """The model's computation, layer by layer, with the options of an inference graph.
+
+        The functional graph is this function with the defaults; `call` and the export
+        graphs (`export.classifier.PixelClassifier`) use the options.
+
+        Args:
+            images: `(batch, height, width, channels)`, scaled as the model expects.
+            training: whether dropout and drop-path are active.
+            class_token_only_last: the last `TransformerBlock` computes the class token
+                only (`class_token_only=True`), the one token the head reads; needs
+                `pooling="token"`.
+            form: the op formulation of every layer, one of `keras_vit.layers.GRAPH_FORMS`.
+            class_row_norm: the first block's `norm1` of the class-token row as a constant
+                `(hidden_size,)` vector (`TransformerBlock`), or None.
+            return_attention_scores: also return every block's attention probabilities,
+                a list of `(batch, num_heads, queries, tokens)` (not with `"edgetpu"`).
+
+        Returns:
+            The model's outputs (logits, probabilities or pooled features), and with
+            `return_attention_scores` the list of attention probabilities.
+        """
+        if class_token_only_last and self.pooling != "token":
+            raise ValueError(
+                "`class_token_only_last=True` needs pooling='token'. "
+                f"Received: pooling={self.pooling!r}"
+            )
+        return _forward(
+            self._parts,
+            images,
+            training,
+            class_token_only_last,
+            form,
+            class_row_norm,
+            return_attention_scores,
+        )
 
     def get_config(self) -> dict:
         return {

@@ -11,7 +11,7 @@ from helpers import benchmark_module
 import keras_vit
 from export import analysis, flatbuffer_edits, profile, tflite, tflite_reader
 from export import convert as conversion
-from export.graph import PixelClassifier
+from export.classifier import PixelClassifier
 
 
 @pytest.fixture(scope="module")

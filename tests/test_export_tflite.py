@@ -20,7 +20,7 @@ from helpers import write_checkpoint
 import keras_vit
 from export import analysis, edgetpu_check, output_folder, tflite, tflite_reader
 from export import convert as conversion
-from export.graph import PixelClassifier
+from export.classifier import PixelClassifier
 from export.metadata import attach_metadata, build_classifier_metadata
 from export.runtime import Classifier, ModelFileError, open_interpreter
 from keras_vit import data

@@ -8,7 +8,7 @@ from conftest import TINY
 
 import keras_vit
 from keras_vit import layers
-from keras_vit.inference import inference_forward, predict_function
+from keras_vit.inference import predict_function
 from keras_vit.model import VisionTransformer
 
 
@@ -62,7 +62,7 @@ def spy_on_blocks(monkeypatch) -> list:
     ],
     ids=["token", "gap", "pre_logits-softmax", "features", "mixed"],
 )
-def test_inference_forward_equals_the_model(overrides, rng, monkeypatch):
+def test_inference_call_equals_the_functional_graph(overrides, rng, monkeypatch):
     """The model's layers in order; with token pooling the last block computes token 0 only."""
     model = keras_vit.ViT(**{"num_classes": 5, "seed": 0, **TINY, **overrides})
     for weight in model.weights:
@@ -70,7 +70,7 @@ def test_inference_forward_equals_the_model(overrides, rng, monkeypatch):
     images = rng.uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
     expected = full_graph(model, images)
     calls = spy_on_blocks(monkeypatch)
-    actual = keras.ops.convert_to_numpy(inference_forward(model, images))
+    actual = keras.ops.convert_to_numpy(model(images, training=False))
     atol = 2e-2 if "dtype" in overrides else 1e-5
     np.testing.assert_allclose(actual, expected, atol=atol)
     token = model.pooling == "token"
@@ -132,3 +132,36 @@ def test_train_class_token_only_bad_values():
         keras_vit.ViT(num_classes=5, pooling="gap", train_class_token_only=True, **TINY)
     with pytest.raises(ValueError, match="Expected `train_class_token_only` to be True or False"):
         keras_vit.ViT(num_classes=5, train_class_token_only="yes", **TINY)
+
+
+def test_forward_with_defaults_is_the_functional_graph(rng, monkeypatch):
+    model = keras_vit.ViT(num_classes=5, seed=0, representation_size=16, **TINY)
+    for weight in model.weights:
+        weight.assign(rng.normal(0.0, 0.2, weight.shape).astype("float32"))
+    images = rng.uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+    calls = spy_on_blocks(monkeypatch)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.forward(images)), full_graph(model, images)
+    )
+    assert calls == [("encoderblock_0", False), ("encoderblock_1", False)] * 2
+
+
+def test_forward_class_token_only_last_needs_token_pooling(rng):
+    model = keras_vit.ViT(num_classes=5, pooling="gap", **TINY)
+    images = rng.uniform(-1, 1, (1, 32, 32, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"class_token_only_last=True. needs pooling='token'"):
+        model.forward(images, class_token_only_last=True)
+    with pytest.raises(ValueError, match="Expected `form` to be one of"):
+        model.forward(images, form="coral")
+
+
+def test_forward_returns_every_blocks_attention_scores(rng):
+    model = keras_vit.ViT(num_classes=5, seed=0, **TINY)
+    images = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    outputs, scores = model.forward(images, return_attention_scores=True)
+    np.testing.assert_allclose(outputs, full_graph(model, images), atol=1e-6)
+    assert [tuple(s.shape) for s in scores] == [(2, 2, 17, 17)] * 2
+    np.testing.assert_allclose(keras.ops.sum(scores[1], axis=-1), 1.0, atol=1e-5)
+    _, last_only = model.forward(images, class_token_only_last=True, return_attention_scores=True)
+    assert tuple(last_only[1].shape) == (2, 2, 1, 17)
+    np.testing.assert_allclose(last_only[1], scores[1][:, :, :1], atol=1e-5)

@@ -349,3 +349,93 @@ def test_layer_saving_roundtrip(layer, input_shape, tmp_path, rng):
     for weight in model.weights:  # make every weight matter
         weight.assign(rng.normal(size=weight.shape).astype("float32"))
     check_saving_roundtrip(model, rng.normal(size=(2, *input_shape)).astype("float32"), tmp_path)
+
+
+def image_layout(x):
+    """`(batch, tokens, width)` -> the Edge TPU layout `(batch, 1, tokens, width)`."""
+    return np.asarray(x)[:, None]
+
+
+def randomized(layer, rng, scale=0.3):
+    for weight in layer.weights:
+        weight.assign(rng.normal(scale=scale, size=weight.shape).astype("float32"))
+    return layer
+
+
+@pytest.mark.parametrize("form", ["tflite", "edgetpu"])
+def test_layer_norm_forms_compute_the_same(form, rng):
+    norm = layers.LayerNorm(1e-6)
+    x = rng.normal(2.0, 3.0, size=(2, 5, 8)).astype("float32")
+    randomized(norm, rng)(x)
+    expected = keras.ops.convert_to_numpy(norm(x))
+    actual = keras.ops.convert_to_numpy(norm(image_layout(x), form=form))[:, 0]
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="Expected `form` to be one of"):
+        norm(x, form="coral")
+
+
+def test_dense_apply_as_a_1x1_convolution(rng):
+    dense = randomized(keras.layers.Dense(6, activation="tanh"), rng)
+    x = rng.normal(size=(2, 5, 4)).astype("float32")
+    dense.build(x.shape)
+    randomized(dense, rng)
+    expected = keras.ops.convert_to_numpy(dense(x)) * 0.5
+    np.testing.assert_allclose(layers.dense_apply(dense, x, scale=0.5), expected, atol=1e-6)
+    actual = keras.ops.convert_to_numpy(layers.dense_apply(dense, image_layout(x), "edgetpu"))
+    np.testing.assert_allclose(actual[:, 0], keras.ops.convert_to_numpy(dense(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("num_queries", [None, 1])
+def test_attention_edgetpu_form_is_the_standard_function(num_queries, rng):
+    attention = layers.MultiHeadSelfAttention(num_heads=4)
+    x = rng.normal(size=(1, 7, 32)).astype("float32")
+    attention(x)
+    randomized(attention, rng)
+    expected = keras.ops.convert_to_numpy(attention(x, num_queries=num_queries))
+    edge = attention(image_layout(x), num_queries=num_queries, form="edgetpu")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(edge)[:, 0], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="not available with form='edgetpu'"):
+        attention(image_layout(x), return_attention_scores=True, form="edgetpu")
+
+
+@pytest.mark.parametrize("form", ["keras", "tflite", "edgetpu"])
+@pytest.mark.parametrize("class_token_only", [False, True])
+def test_transformer_block_forms_and_constant_class_row(form, class_token_only, rng):
+    block = layers.TransformerBlock(num_heads=2, mlp_dim=64, gelu="logistic")
+    x = rng.normal(size=(1, 5, 32)).astype("float32")
+    block(x)
+    randomized(block, rng, 0.2)
+    expected = keras.ops.convert_to_numpy(block(x, class_token_only=class_token_only))
+    inputs = image_layout(x) if form == "edgetpu" else x
+    row = keras.ops.convert_to_numpy(block.norm1(x[:, :1]))[0, 0]
+    for class_row_norm in (None, row):
+        actual = block(
+            inputs, class_token_only=class_token_only, form=form, class_row_norm=class_row_norm
+        )
+        actual = keras.ops.convert_to_numpy(actual)
+        np.testing.assert_allclose(
+            actual[:, 0] if form == "edgetpu" else actual, expected, atol=1e-5
+        )
+    # The constant replaces token 0's norm1 output: a wrong constant changes the result.
+    moved = block(inputs, form=form, class_row_norm=row + 1.0)
+    assert not np.allclose(keras.ops.convert_to_numpy(moved), block(inputs, form=form), atol=1e-3)
+
+
+@pytest.mark.parametrize("use_class_token", [True, False])
+def test_patch_encoder_edgetpu_form_embeds_the_images(use_class_token, rng):
+    images = rng.normal(size=(1, 8, 12, 3)).astype("float32")
+    patches = layers.Patches(4)(images)
+    encoder = layers.PatchEncoder(6, 16, use_class_token=use_class_token)
+    encoder(patches)
+    randomized(encoder, rng)
+    expected = keras.ops.convert_to_numpy(encoder(patches))
+    actual = keras.ops.convert_to_numpy(encoder(images, form="edgetpu"))
+    assert actual.shape == (1, 1, encoder.num_tokens, 16)
+    np.testing.assert_allclose(actual[:, 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["token", "gap"])
+def test_token_pooling_edgetpu_form(pooling, rng):
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    pool = layers.TokenPooling(pooling)
+    np.testing.assert_allclose(pool(image_layout(x), form="edgetpu"), pool(x), atol=1e-6)
