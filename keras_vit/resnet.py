@@ -209,7 +209,9 @@ class GroupNorm(keras.layers.Layer):
         grouped = ops.reshape(x, (-1, shape[1] * shape[2], self.groups, channels // self.groups))
         mean = ops.mean(grouped, axis=(1, 3), keepdims=True)
         centered = grouped - mean
-        variance = ops.mean(ops.square(centered), axis=(1, 3), keepdims=True)
+        # A product rather than `square`: the converter fuses `square(x - mean)` into
+        # SQUARED_DIFFERENCE, which TFLite's int16x8 kernels lack.
+        variance = ops.mean(centered * centered, axis=(1, 3), keepdims=True)
         y = ops.reshape(centered * ops.rsqrt(variance + self.epsilon), shape)
         y = y * ops.cast(self.gamma, y.dtype) + ops.cast(self.beta, y.dtype)
         return ops.cast(y, dtype)

@@ -112,7 +112,7 @@ def test_parameter_counts_equal_the_flax_modules():
     assert counts["R50+ViT-B_16"]["total"] == 98_659_112
     assert counts["R26+ViT-S_32"]["total"] == 36_431_912
     assert counts["R+ViT-Ti_16"]["total"] == 6_337_704
-    for name in ("R50+ViT-B_16", "R+ViT-Ti_16"):
+    for name in ("R50+ViT-B_16", "R26+ViT-S_32", "R+ViT-Ti_16"):
         info = counts[name]
         stem = ResNetStem(tuple(info["resnet_layers"]), info["resnet_width"])
         stem.build((None, 224, 224, 3))
