@@ -35,7 +35,9 @@ _ROOT = re.compile(r"^(conv_root|gn_root)/(\w+)$")
 # Flax parameter name -> Keras weight name, for convolutions and GroupNorms.
 _CONV_WEIGHTS = {"kernel": "kernel"}
 _NORM_WEIGHTS = {"scale": "gamma", "bias": "beta"}
-_BASE_WIDTH = 64  # root channels at width 1 (`int(64 * width_factor)` in models_vit.py)
+# Root channels at width 1 (`int(64 * width_factor)` in models_vit.py); the same constant as
+# `keras_vit.resnet.BASE_WIDTH`, repeated because this module imports no Keras.
+_BASE_WIDTH = 64
 
 
 def is_stem_key(key: str) -> bool:

@@ -107,6 +107,18 @@ def test_goldens_detect_timm_weight_standardisation(monkeypatch):
     assert np.abs(actual - GOLDENS[f"{case}/features"]).max() > 1e-3
 
 
+def test_goldens_detect_the_keras_group_norm_epsilon():
+    # keras.layers.GroupNormalization defaults to epsilon=1e-3; the original uses 1e-6.
+    case = "tiny_r2/native"
+    stem = load_stem(weights_of("tiny_r2"))
+    for layer in [stem.gn_root] + [norm for unit in stem.units for norm in unit.sublayers()]:
+        if isinstance(layer, GroupNorm):
+            layer.epsilon = 1e-3
+    actual = numpy(stem(case_images(case)[:1]))
+    # Small (pre-norm variances are large) but well outside the feature tolerance.
+    assert np.abs(actual - GOLDENS[f"{case}/features"]).max() > 1e-4
+
+
 def test_parameter_counts_equal_the_flax_modules():
     counts = META["param_counts"]
     assert counts["R50+ViT-B_16"]["total"] == 98_659_112
