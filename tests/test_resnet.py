@@ -1,5 +1,6 @@
 """The hybrid's ResNet stem: layers, checkpoint key mapping, goldens from Google's Flax code."""
 
+import ast
 import json
 from pathlib import Path
 
@@ -358,3 +359,15 @@ def test_key_functions_reject_foreign_names_in_one_line(call, match):
     with pytest.raises(ValueError, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_hybrid_keys_imports_numpy_only():
+    tree = ast.parse(Path(hybrid_keys.__file__).read_text())
+    modules = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    modules |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert modules <= {"__future__", "re", "collections.abc", "numpy"}, modules
