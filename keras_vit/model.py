@@ -13,6 +13,10 @@ Graph, as the original JAX code (`vit_jax/models_vit.py`):
            -> PatchEncoder (projection, class token, position embedding)
            -> Dropout -> TransformerBlock x num_layers -> LayerNorm (encoder_norm)
            -> TokenPooling ("token" or "gap") -> [pre_logits: Dense + tanh] -> head
+
+Over 500 lines for one reason: it is one class, whose docstring documents every
+architecture argument once (`ViT` and the builders forward to it) and whose constructor
+checks them all; the computation itself is `_forward`, the one forward pass.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from keras_vit.layers import (
     TokenPooling,
     TransformerBlock,
 )
+from keras_vit.logits_loss import check_logits_loss
 from keras_vit.validation import check_positive_int, check_rate, check_seed, sub_seed
 
 Pooling = Literal["token", "gap"]
@@ -41,17 +46,6 @@ PIXEL_MEAN = 127.5
 PIXEL_STD = 127.5
 """`include_preprocessing=True` maps RGB pixels 0..255 to `(pixel - PIXEL_MEAN) / PIXEL_STD`,
 the [-1, 1] range Google's checkpoints were trained on."""
-
-# Losses that expect probabilities unless built with from_logits=True.
-_PROBABILITY_LOSSES = frozenset(
-    {
-        "sparse_categorical_crossentropy",
-        "categorical_crossentropy",
-        "binary_crossentropy",
-        "categorical_focal_crossentropy",
-        "binary_focal_crossentropy",
-    }
-)
 
 
 def _image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -148,20 +142,6 @@ def _dtype_policy(dtype) -> keras.DTypePolicy | None:
 
 def _is_float(dtype) -> bool:
     return keras.backend.is_float_dtype(keras.backend.standardize_dtype(dtype))
-
-
-def _loss_expects_probabilities(loss) -> bool:
-    """Whether `loss` is a crossentropy that reads its predictions as probabilities."""
-    if isinstance(loss, str):
-        try:
-            loss = keras.losses.get(loss)  # also resolves "SparseCategoricalCrossentropy"
-        except ValueError:
-            return False  # an unknown name: Keras' own compile says so
-    if isinstance(loss, keras.losses.Loss):
-        config = loss.get_config()
-        name = getattr(getattr(loss, "fn", None), "__name__", None)
-        return name in _PROBABILITY_LOSSES and not config.get("from_logits", False)
-    return getattr(loss, "__name__", None) in _PROBABILITY_LOSSES
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -578,14 +558,8 @@ class VisionTransformer(keras.Model):
             ValueError: such a loss with `classifier_activation=None` (one line).
         """
         loss = kwargs["loss"] if "loss" in kwargs else (args[1] if len(args) > 1 else None)
-        losses = loss.values() if isinstance(loss, dict) else loss
-        losses = losses if isinstance(losses, (list, tuple)) else [losses]
-        if self.outputs_logits and any(_loss_expects_probabilities(item) for item in losses):
-            raise ValueError(
-                f"Model '{self.name}' outputs logits (classifier_activation=None) but the loss "
-                f"expects probabilities. Received: loss={_loss_name(loss)}; use "
-                "keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
-            )
+        if self.outputs_logits:
+            check_logits_loss(loss, self.name)
         super().compile(*args, **kwargs)
 
     def compile_from_config(self, config: dict) -> None:
@@ -595,12 +569,6 @@ class VisionTransformer(keras.Model):
         super().compile(**config)
         if hasattr(self, "optimizer") and self.built:
             self.optimizer.build(self.trainable_variables)
-
-
-def _loss_name(loss) -> str:
-    if isinstance(loss, (str, dict, list, tuple)):
-        return repr(loss)
-    return getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__)
 
 
 def _images_as_array(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
