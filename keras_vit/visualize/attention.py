@@ -46,7 +46,7 @@ def _as_images(model, images) -> np.ndarray:
             f"Expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) "
             f"for model '{model.name}'. Received: shape={tuple(images.shape)}"
         )
-    if images.dtype == np.uint8:
+    if images.dtype == np.uint8 and not model.include_preprocessing:
         raise ValueError(
             "Expected float images scaled to [-1, 1]. Received: uint8 images; scale them "
             "with keras_vit.data.scale_images first"
@@ -55,25 +55,16 @@ def _as_images(model, images) -> np.ndarray:
 
 
 def _attention_function(model, use_graph: bool):
-    """images -> per-layer attention probabilities, through the model's own layers.
+    """images -> per-layer attention probabilities, by the model's own `forward`.
 
     With `use_graph=True` it is a `tf.function`: tracing costs about one eager pass, so it
     pays off only from the second batch on.
     """
     import tensorflow as tf
 
-    patches = model.get_layer("patches")
-    encoder = model.get_layer("patch_encoder")
-    dropout = model.get_layer("embedding_dropout")
-    blocks = [model.get_layer(f"encoderblock_{i}") for i in range(model.num_layers)]
-
     def attention(images):
-        x = dropout(encoder(patches(images)), training=False)
-        probs = []
-        for block in blocks:
-            x, scores = block(x, training=False, return_attention_scores=True)
-            probs.append(tf.cast(scores, tf.float32))
-        return probs
+        _, scores = model.forward(images, training=False, return_attention_scores=True)
+        return [tf.cast(s, tf.float32) for s in scores]
 
     if not use_graph:
         return attention
@@ -99,14 +90,15 @@ def attention_maps(
 ) -> list[np.ndarray]:
     """The attention probabilities of every transformer block, from the model itself.
 
-    The images go through the model's own `patches`, `patch_encoder`,
-    `embedding_dropout` and `encoderblock_{i}` layers (inference mode), each block called
-    with `return_attention_scores=True`; there is no second model definition.
+    The images go through the model's own forward pass (`VisionTransformer.forward` in
+    inference mode, every block returning its attention probabilities); there is no second
+    model definition.
 
     Args:
         model: a `VisionTransformer`.
-        images: float images scaled to [-1, 1], `(batch, height, width, channels)` at the
-            model's image size.
+        images: float images scaled to [-1, 1] (pixels 0..255 for a model built with
+            `include_preprocessing=True`), `(batch, height, width, channels)` at the model's
+            image size.
         batch_size: images per forward pass.
 
     Returns:

@@ -168,7 +168,8 @@ def visualize_run(
             f"model's {tuple(model.image_size)}"
         )
     raw = np.stack([load_image(p, model.image_size, model.num_channels) for p in image_paths])
-    images = scale_images(raw).numpy()
+    # A model built with include_preprocessing scales the pixels itself.
+    images = raw.astype("float32") if model.include_preprocessing else scale_images(raw).numpy()
     has_class_token = bool(class_token_count(model))
 
     attentions = attention_maps(model, images)
