@@ -1,10 +1,10 @@
-"""Export of keras-vit checkpoints: SavedModel, TFLite, runtime, Edge TPU.
+"""Export of keras-vit run directories: SavedModel, TFLite, runtime, Edge TPU.
 
 Command-line modules: `saved_model`, `tflite`, `evaluate_tflite`, `predict`,
 `edgetpu_check`, `profile`. The TFLite export composes `convert` (conversion),
 `flatbuffer_edits` (int8 graph edits), `run_data` (calibration / test images),
-`evaluate_tflite`, `report`, `metadata` and `output_folder` over the export graphs of
-`graph` and `edge`. `runtime`, `predict`, `tflite_reader`, `runtime_versions` and
+`evaluate_tflite`, `report`, `metadata` and `output_folder` over the one export graph,
+`classifier.PixelClassifier` (`graph` and `edge` are its deprecated old names). `runtime`, `predict`, `tflite_reader`, `runtime_versions` and
 `analysis` never import TensorFlow.
 """
 
