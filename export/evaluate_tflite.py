@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from export import run_data
-from export.console import configure_logging, native_stderr_captured
 from export.errors import ExportError
 from export.runtime import ModelFileError
+from keras_vit.console import configure_logging, native_stderr_captured
 from keras_vit.run_dir import read_run_dir
 
 logger = logging.getLogger("export.evaluate_tflite")  # also when run as __main__

@@ -12,8 +12,8 @@ import argparse
 import logging
 import sys
 
-from export.console import configure_logging
 from export.runtime import Classifier, ImageFileError, ModelFileError, load_image
+from keras_vit.console import configure_logging
 
 
 def _positive_int(text: str) -> int:

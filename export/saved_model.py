@@ -20,8 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from export.console import configure_logging, native_stderr_captured
 from export.output_folder import check_output, export_folder
+from keras_vit.console import configure_logging, native_stderr_captured
 from keras_vit.run_dir import LABELS_FILE, RunDir, read_run_dir
 
 logger = logging.getLogger("export.saved_model")  # also when run as __main__

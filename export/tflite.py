@@ -56,7 +56,6 @@ from pathlib import Path
 import numpy as np
 
 from export import analysis, tflite_reader
-from export.console import configure_logging, native_stderr_captured
 from export.convert import (
     CALIBRATED,
     DEFAULT_QUANTIZATIONS,
@@ -82,6 +81,7 @@ from export.run_data import (
 )
 from export.runtime_versions import minimum_runtime
 from keras_vit.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from keras_vit.console import configure_logging, native_stderr_captured
 from keras_vit.run_dir import RunDir, read_run_dir
 
 __all__ = [
@@ -257,7 +257,7 @@ def export_tflite(
         latency_runs: timed invocations per thread count.
         seed: seed of the calibration sample.
         capture_native_logs: hide what the converter and the interpreter write to file
-            descriptor 2 (replayed if a conversion fails; `export.console`).
+            descriptor 2 (replayed if a conversion fails; `keras_vit.console`).
 
     Returns:
         The report (also written as `report.json` in `output_dir`).

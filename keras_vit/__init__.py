@@ -56,5 +56,5 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-if "keras" in sys.modules:  # Keras is loaded anyway: register the layers for load_model.
+if sys.modules.get("keras") is not None:  # Keras is loaded: register the layers for load_model
     importlib.import_module("keras_vit.model")

@@ -212,24 +212,11 @@ def test_quiet_run_prints_no_tensorflow_lines(tmp_path):
     assert not foreign, foreign
 
 
-def test_native_logs_hidden_unless_failing(capfd):
-    with console.native_logs_hidden(True):
-        os.write(2, b"native chatter\n")
-    assert "native chatter" not in capfd.readouterr().err
-    with pytest.raises(RuntimeError), console.native_logs_hidden(True):
-        os.write(2, b"the reason it failed\n")
-        raise RuntimeError("boom")
-    assert "the reason it failed" in capfd.readouterr().err
-    with console.native_logs_hidden(False):
-        os.write(2, b"shown\n")
-    assert "shown" in capfd.readouterr().err
-
-
 def test_log_level_and_progress_lines(monkeypatch):
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
-    assert not console.hide_native_logs(verbose=False)  # the user's choice is kept
-    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
-    assert console.hide_native_logs(verbose=False) and not console.hide_native_logs(True)
+    monkeypatch.setattr(console, "USER_LOG_LEVEL", "0")
+    assert not console.quiet_requested(verbose=False)  # the user's choice is kept
+    monkeypatch.setattr(console, "USER_LOG_LEVEL", None)
+    assert console.quiet_requested(verbose=False) and not console.quiet_requested(True)
 
     class Stream:
         def __init__(self, tty):

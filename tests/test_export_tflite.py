@@ -314,7 +314,7 @@ def test_predict_runs_without_tensorflow(exported, tmp_path, test_split):
     code = (
         "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
         "from export.predict import main; code = main(sys.argv[1:]); "
-        "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras')) "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras') "
         "and sys.modules[m] is not None]; raise SystemExit(code)"
     )
     result = subprocess.run(
@@ -607,10 +607,10 @@ def test_private_converter_hooks_of_the_int8_path_exist(tmp_path):
 
 
 def test_cli_shows_progress_and_hides_converter_logs(checkpoint, tmp_path, capfd, monkeypatch):
-    from export import console
+    from keras_vit import console
 
     # As for a user who set no log level (TensorFlow and JAX are imported already here).
-    monkeypatch.setattr(console, "ENVIRONMENT_LOG_LEVEL", None)
+    monkeypatch.setattr(console, "USER_LOG_LEVEL", None)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
     capfd.readouterr()
     argv = [checkpoint, "--output", tmp_path / "q", "--quantize", "float32", "int8"]
@@ -628,12 +628,12 @@ def test_cli_shows_progress_and_hides_converter_logs(checkpoint, tmp_path, capfd
         or ".tmp" in line
     ]
     assert noise == []
-    monkeypatch.setattr(console, "ENVIRONMENT_LOG_LEVEL", "0")  # the user's own choice
+    monkeypatch.setattr(console, "USER_LOG_LEVEL", "0")  # the user's own choice
     assert not console.quiet_requested(verbose=False)
 
 
 def test_native_stderr_is_replayed_only_when_a_step_fails(capfd):
-    from export.console import native_stderr_captured
+    from keras_vit.console import native_stderr_captured
 
     with native_stderr_captured():
         os.write(2, b"converter chatter\n")
