@@ -136,7 +136,10 @@ def import_tensorflow_quietly(verbose: bool) -> None:
     """Imports TensorFlow and lets it find its devices, its C++ lines hidden (see above)."""
     if "tensorflow" in sys.modules:
         return
-    with native_stderr_captured(quiet_requested(verbose)):
+    quiet = quiet_requested(verbose)
+    if quiet:
+        os.environ[LOG_LEVEL_VARIABLE] = "3"  # and the C++ lines printed later
+    with native_stderr_captured(quiet):
         import tensorflow as tf
 
         tf.config.list_physical_devices()
