@@ -148,7 +148,9 @@ def main(argv=None) -> int:
         description="Evaluate a .tflite file on a keras-vit checkpoint's test split.",
     )
     parser.add_argument("model", help="the .tflite file")
-    parser.add_argument("checkpoint", help="the checkpoint folder it was exported from")
+    parser.add_argument(
+        "checkpoint", metavar="run_dir", help="the run directory it was exported from"
+    )
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's log lines")

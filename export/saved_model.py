@@ -1,4 +1,4 @@
-"""Exports a checkpoint folder as a TensorFlow SavedModel for serving.
+"""Exports a run directory as a TensorFlow SavedModel for serving.
 
     python -m export.saved_model ckpt/ [--output DIR] [--force]
 
@@ -26,7 +26,7 @@ from keras_vit.run_dir import LABELS_FILE, RunDir, read_run_dir
 
 logger = logging.getLogger("export.saved_model")  # also when run as __main__
 
-DEFAULT_OUTPUT = "saved_model"  # inside the checkpoint folder
+DEFAULT_OUTPUT = "saved_model"  # inside the run directory
 SIGNATURE = "serving_default"
 
 
@@ -35,10 +35,10 @@ def export_saved_model(
     output_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Writes the SavedModel of a checkpoint folder.
+    """Writes the SavedModel of a run directory.
 
     Args:
-        checkpoint_dir: a checkpoint folder (`keras_vit.artifacts`).
+        checkpoint_dir: a run directory (`keras_vit.run_dir`).
         output_dir: where to write; default `<checkpoint>/saved_model`. Refused if it exists
             and is not empty, unless `overwrite`.
         overwrite: replace an existing `output_dir` that an export of this project wrote.
@@ -47,10 +47,10 @@ def export_saved_model(
         The SavedModel folder.
 
     Raises:
-        FileNotFoundError / ValueError: a missing or foreign checkpoint folder.
+        FileNotFoundError / ValueError: a missing or foreign run directory.
         keras_vit.run_dir.RunModelError: `model.keras` cannot be loaded.
         FileExistsError: `output_dir` exists and `overwrite` is False.
-        export.output_folder.OutputFolderError: `output_dir` is the checkpoint folder (or
+        export.output_folder.OutputFolderError: `output_dir` is the run directory (or
             contains it), a file, or a folder this project did not write.
     """
     import keras
@@ -128,11 +128,13 @@ def _serving_function(model, table, checkpoint: RunDir):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export.saved_model",
-        description="Export a keras-vit checkpoint folder as a SavedModel (uint8 images in).",
+        description="Export a keras-vit run directory as a SavedModel (uint8 images in).",
     )
-    parser.add_argument("checkpoint", help="checkpoint folder (model.keras, config.json, ...)")
     parser.add_argument(
-        "--output", default=None, help=f"output folder (default: <checkpoint>/{DEFAULT_OUTPUT})"
+        "checkpoint", metavar="run_dir", help="run directory (model.keras, config.json, ...)"
+    )
+    parser.add_argument(
+        "--output", default=None, help=f"output folder (default: <run_dir>/{DEFAULT_OUTPUT})"
     )
     parser.add_argument(
         "--force",

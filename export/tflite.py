@@ -1,4 +1,4 @@
-"""Exports a checkpoint folder to TFLite: float32, float16, dynamic, int8, int8_cpu, int16x8.
+"""Exports a run directory to TFLite: float32, float16, dynamic, int8, int8_cpu, int16x8.
 
     python -m export.tflite ckpt/ [--output DIR] [--quantize float32 int8 ...]
         [--calibration-samples N] [--edgetpu] [--force]
@@ -111,7 +111,7 @@ __all__ = [
 
 logger = logging.getLogger("export.tflite")  # also when run as __main__
 
-DEFAULT_OUTPUT = "tflite"  # inside the checkpoint folder
+DEFAULT_OUTPUT = "tflite"  # inside the run directory
 
 
 def file_name(quantization: str, profile: str = "default") -> str:
@@ -241,17 +241,17 @@ def export_tflite(
     seed: int = 0,
     capture_native_logs: bool = False,
 ) -> dict:
-    """Exports a checkpoint folder to `.tflite` files and writes the report.
+    """Exports a run directory to `.tflite` files and writes the report.
 
     Args:
-        checkpoint_dir: a checkpoint folder (`keras_vit.artifacts`).
+        checkpoint_dir: a run directory (`keras_vit.artifacts`).
         output_dir: where to write; default `<checkpoint>/tflite`. Refused if it exists and
             is not empty, unless `overwrite`.
         quantize: quantizations to export, each one of `QUANTIZATIONS`.
         calibration_samples: training images to calibrate `int8` / `int16x8` / Edge TPU on.
         edgetpu: also export the Edge TPU profile (int8) and check it.
         overwrite: replace an existing `output_dir` that an export of this project wrote
-            (never the checkpoint folder, a folder containing it, or a foreign folder).
+            (never the run directory, a folder containing it, or a foreign folder).
         evaluate: measure parity and accuracy on the checkpoint's test split.
         threads: interpreter thread counts to time.
         latency_runs: timed invocations per thread count.
@@ -309,11 +309,13 @@ def export_tflite(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export.tflite",
-        description="Export a keras-vit checkpoint folder to TFLite files with a report.",
+        description="Export a keras-vit run directory to TFLite files with a report.",
     )
-    parser.add_argument("checkpoint", help="checkpoint folder (model.keras, config.json, ...)")
     parser.add_argument(
-        "--output", default=None, help=f"output folder (default: <checkpoint>/{DEFAULT_OUTPUT})"
+        "checkpoint", metavar="run_dir", help="run directory (model.keras, config.json, ...)"
+    )
+    parser.add_argument(
+        "--output", default=None, help=f"output folder (default: <run_dir>/{DEFAULT_OUTPUT})"
     )
     parser.add_argument(
         "--quantize",

@@ -1,4 +1,4 @@
-"""Evaluation of a checkpoint folder: `python -m keras_vit.evaluate ckpt/`.
+"""Evaluation of a run directory: `python -m keras_vit.evaluate ckpt/`.
 
 Runs the checkpoint's model over a split of the data set it was trained on (read from
 `config.json`), prints top-1 / top-5 accuracy and loss, and writes `metrics.json` and
@@ -83,7 +83,7 @@ def evaluate_model(
 def write_evaluation(
     output: Path, evaluation: Evaluation, metrics: dict, class_names: Sequence[str]
 ) -> None:
-    """Writes `metrics.json` and `confusion_matrix.png` into a checkpoint folder."""
+    """Writes `metrics.json` and `confusion_matrix.png` into a run directory."""
     atomic.atomic_write_json(output / run_dir.METRICS_FILE, metrics)
     plot_confusion_matrix(
         evaluation.confusion_matrix(len(class_names)),
@@ -155,10 +155,10 @@ def evaluate_checkpoint(
     batch_size: int = 256,
     write: bool = True,
 ) -> dict:
-    """Evaluates a checkpoint folder on a split of the data set it was trained on.
+    """Evaluates a run directory on a split of the data set it was trained on.
 
     Args:
-        path: the checkpoint folder.
+        path: the run directory.
         split: `"train"`, `"validation"` or `"test"`.
         batch_size: examples per batch.
         write: write `metrics.json` and `confusion_matrix.png` (test split) or
@@ -208,9 +208,11 @@ def format_table(rows: Sequence[tuple[str, str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m keras_vit.evaluate",
-        description="Evaluate a keras-vit checkpoint folder on its data set.",
+        description="Evaluate a keras-vit run directory on its data set.",
     )
-    parser.add_argument("checkpoint", help="checkpoint folder (written by keras_vit.train)")
+    parser.add_argument(
+        "checkpoint", metavar="run_dir", help="run directory (written by keras_vit.train)"
+    )
     parser.add_argument("--split", default="test", choices=data.SPLITS)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--no-write", action="store_true", help="only print the metrics")

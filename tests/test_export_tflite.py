@@ -436,17 +436,17 @@ def test_force_never_replaces_the_run_dir_or_a_foreign_folder(checkpoint, tmp_pa
 
 def test_cli_bad_checkpoints(tmp_path, capsys, checkpoint):
     code, _, err = run_cli(tflite.main, [tmp_path / "missing"], capsys)
-    assert code == 1 and err == f"error: Checkpoint folder {tmp_path / 'missing'} does not exist"
+    assert code == 1 and err == f"error: Run directory {tmp_path / 'missing'} does not exist"
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "model.keras").write_text("x")
     code, _, err = run_cli(tflite.main, [foreign], capsys)
-    assert code == 1 and "is not a keras-vit checkpoint folder: missing config.json" in err
+    assert code == 1 and "is not a keras-vit run directory: missing config.json" in err
     for name in ("config.json", "labels.txt"):
         (foreign / name).write_text((checkpoint / name).read_text())
     (foreign / "config.json").write_text(json.dumps({"format": "something-else"}))
     code, _, err = run_cli(tflite.main, [foreign], capsys)
-    assert code == 1 and "is not a keras-vit checkpoint config" in err and "\n" not in err
+    assert code == 1 and "is not a keras-vit run directory config" in err and "\n" not in err
 
 
 def _copy_checkpoint(checkpoint, path, dataset):
