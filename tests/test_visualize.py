@@ -465,7 +465,7 @@ def test_cli_reports_an_unloadable_model_in_one_line(checkpoint, capsys):
     argv = [str(checkpoint / "ckpt"), str(checkpoint / "a.jpg"), "--output", str(checkpoint / "o")]
     assert vz.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: Could not load ") and "model.keras" in err
+    assert err.startswith("error: Cannot load ") and "model.keras" in err
     assert err.count("\n") == 1
 
 

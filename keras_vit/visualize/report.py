@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -142,87 +143,128 @@ def visualize_run(
     Returns:
         The output folder.
     """
-    from keras_vit.atomic import atomic_directory, atomic_write_json
-    from keras_vit.data import scale_images
+    from keras_vit.atomic import atomic_directory
     from keras_vit.run_dir import read_run_dir
 
     run = read_run_dir(run_dir)
-    if not image_paths:
-        raise ValueError("Expected at least one image. Received: none")
-    stems = [Path(p).stem for p in image_paths]
-    if len(set(stems)) != len(stems):
-        raise ValueError(f"Image file names must differ (outputs are named after them): {stems}")
+    stems = _checked_stems(image_paths)
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         if not overwrite:
             raise FileExistsError(f"Output {output} already exists; pass --force to overwrite it")
         check_replaceable(output, run.path)
-    try:
-        model = run.load_model()
-    except Exception as error:  # any load failure is reported in one line
-        raise ValueError(f"Could not load {run.model_path}: {error}") from None
+    model = _run_model(run)
+    raw = np.stack([load_image(p, model.image_size, model.num_channels) for p in image_paths])
+    analyses = _analyses(model, raw, run.labels, head_fusion)
+    with atomic_directory(output, overwrite=overwrite) as folder:
+        _write_image_plots(folder, model, raw, stems, analyses)
+        _write_model_plots(folder, model, analyses, len(raw))
+        _write_summary(folder, run.path, image_paths, head_fusion, analyses)
+    return output
+
+
+def _checked_stems(image_paths: Sequence[PathLike]) -> list[str]:
+    """The images' file stems, which name the outputs: at least one, all different."""
+    if not image_paths:
+        raise ValueError("Expected at least one image. Received: none")
+    stems = [Path(p).stem for p in image_paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"Image file names must differ (outputs are named after them): {stems}")
+    return stems
+
+
+def _run_model(run):
+    """The run directory's ViT, checked against its own preprocessing spec."""
+    model = run.load_model()
     check_vit(model)
     if tuple(model.image_size) != run.image_size:
         raise ValueError(
             f"{run.path} preprocessing image_size {run.image_size} differs from the "
             f"model's {tuple(model.image_size)}"
         )
-    raw = np.stack([load_image(p, model.image_size, model.num_channels) for p in image_paths])
+    return model
+
+
+class _Analyses(NamedTuple):
+    attentions: list[np.ndarray]
+    rollout: np.ndarray  # upsampled to the image, (batch, height, width)
+    distances: np.ndarray
+    predictions: list[dict]
+    components: object  # embeddings.Components
+
+
+def _analyses(model, raw: np.ndarray, labels: Sequence[str], head_fusion: HeadFusion):
+    """Every analysis of the model on the images `raw` (uint8 pixels)."""
+    from keras_vit.data import scale_images
+
     # A model built with include_preprocessing scales the pixels itself.
     images = raw.astype("float32") if model.include_preprocessing else scale_images(raw).numpy()
-    has_class_token = bool(class_token_count(model))
-
     attentions = attention_maps(model, images)
     grid = rollout_grid(model, rollout_from_attention(attentions, head_fusion))
-    upsampled = upsample(grid, model.image_size)
     distances = attention_distance(
-        np.stack(attentions), model.grid_size, model.patch_size, has_class_token
+        np.stack(attentions), model.grid_size, model.patch_size, bool(class_token_count(model))
     )
-    predictions = _predictions(model, images, run.labels)
     pixels = model.patch_size**2 * model.num_channels
-    components = patch_embedding_components(model, n=min(28, model.hidden_size, pixels))
+    return _Analyses(
+        attentions=attentions,
+        rollout=upsample(grid, model.image_size),
+        distances=distances,
+        predictions=_predictions(model, images, labels),
+        components=patch_embedding_components(model, n=min(28, model.hidden_size, pixels)),
+    )
 
-    explained = components.explained_variance_ratio
-    with atomic_directory(output, overwrite=overwrite) as folder:
-        for index, stem in enumerate(stems):
-            guess = predictions[index]
-            label = stem
-            if guess:
-                label = f"{stem}: predicted {guess['label']} ({guess['probability']:.2f})"
-            plot_attention_rollout(
-                raw[index], upsampled[index], folder / f"rollout_{stem}.png", title=label
-            )
-            plot_attention_heads(
-                raw[index],
-                attentions[-1][index],
-                model.grid_size,
-                folder / f"attention_heads_{stem}.png",
-                has_class_token=has_class_token,
-                title=f"{stem}: layer {model.num_layers - 1} attention of the pooled output",
-            )
-        plot_position_embedding_similarity(
-            position_embedding_similarity(model), folder / "position_embedding_similarity.png"
+
+def _write_image_plots(folder: Path, model, raw, stems, analyses: _Analyses) -> None:
+    """`rollout_<stem>.png` and `attention_heads_<stem>.png` for each image."""
+    for index, stem in enumerate(stems):
+        guess = analyses.predictions[index]
+        label = stem
+        if guess:
+            label = f"{stem}: predicted {guess['label']} ({guess['probability']:.2f})"
+        plot_attention_rollout(
+            raw[index], analyses.rollout[index], folder / f"rollout_{stem}.png", title=label
         )
-        plot_patch_embedding_components(components, folder / "patch_embedding_components.png")
-        plot_mean_attention_distance(
-            distances,
-            folder / "mean_attention_distance.png",
-            image_size=model.image_size,
-            uniform_distance=float(patch_distances(model.grid_size, model.patch_size).mean()),
-            title=f"Mean attention distance over {len(images)} image(s)",
+        plot_attention_heads(
+            raw[index],
+            analyses.attentions[-1][index],
+            model.grid_size,
+            folder / f"attention_heads_{stem}.png",
+            has_class_token=bool(class_token_count(model)),
+            title=f"{stem}: layer {model.num_layers - 1} attention of the pooled output",
         )
-        atomic_write_json(
-            folder / SUMMARY_FILE,
-            {
-                "run_dir": str(run.path),
-                "images": [str(p) for p in image_paths],
-                "predictions": predictions,
-                "head_fusion": head_fusion,
-                "mean_attention_distance_pixels": distances.round(4).tolist(),
-                "patch_embedding_explained_variance": explained.round(6).tolist(),
-            },
-        )
-    return output
+
+
+def _write_model_plots(folder: Path, model, analyses: _Analyses, image_count: int) -> None:
+    """The position-embedding, patch-embedding and mean-attention-distance plots."""
+    plot_position_embedding_similarity(
+        position_embedding_similarity(model), folder / "position_embedding_similarity.png"
+    )
+    plot_patch_embedding_components(analyses.components, folder / "patch_embedding_components.png")
+    plot_mean_attention_distance(
+        analyses.distances,
+        folder / "mean_attention_distance.png",
+        image_size=model.image_size,
+        uniform_distance=float(patch_distances(model.grid_size, model.patch_size).mean()),
+        title=f"Mean attention distance over {image_count} image(s)",
+    )
+
+
+def _write_summary(folder: Path, run_path, image_paths, head_fusion, analyses: _Analyses) -> None:
+    """`summary.json`: predictions and the figures behind the plots."""
+    from keras_vit.atomic import atomic_write_json
+
+    explained = analyses.components.explained_variance_ratio
+    atomic_write_json(
+        folder / SUMMARY_FILE,
+        {
+            "run_dir": str(run_path),
+            "images": [str(p) for p in image_paths],
+            "predictions": analyses.predictions,
+            "head_fusion": head_fusion,
+            "mean_attention_distance_pixels": analyses.distances.round(4).tolist(),
+            "patch_embedding_explained_variance": explained.round(6).tolist(),
+        },
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
