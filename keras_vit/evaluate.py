@@ -22,11 +22,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from keras_vit import atomic, data, run_dir
+from keras_vit import atomic, run_dir
+from keras_vit.console import configure_logging, import_tensorflow_quietly
+
+if TYPE_CHECKING:
+    import keras
+
+    from keras_vit import data
+
+# The split names of `keras_vit.data.SPLITS`, here so that the parser imports no TensorFlow.
+SPLIT_NAMES = ("train", "validation", "test")
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +83,10 @@ def evaluate_model(
 ) -> Evaluation:
     """Runs `model` over a split (images scaled to [-1, 1]) and keeps logits and labels."""
     logits, labels = [], []
+    import keras
+
+    from keras_vit import data
+
     for images, batch_labels in data.eval_batches(examples, batch_size, cache=False):
         logits.append(keras.ops.convert_to_numpy(model(images, training=False)))
         labels.append(batch_labels.numpy())
@@ -167,6 +180,8 @@ def evaluate_checkpoint(
     Returns:
         The metrics dict (top-1, top-5, loss, example count).
     """
+    from keras_vit import data
+
     checkpoint = run_dir.read_run_dir(path)
     dataset = checkpoint.config.get("dataset") or {}
     if "source" not in dataset:
@@ -213,14 +228,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "checkpoint", metavar="run_dir", help="run directory (written by keras_vit.train)"
     )
-    parser.add_argument("--split", default="test", choices=data.SPLITS)
+    parser.add_argument("--split", default="test", choices=SPLIT_NAMES)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--no-write", action="store_true", help="only print the metrics")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show TensorFlow's own log lines"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging(args.verbose)
     if args.batch_size <= 0:
         print(f"error: --batch-size must be positive, got {args.batch_size}", file=sys.stderr)
         return 1
+    import_tensorflow_quietly(args.verbose)
+    from keras_vit import data
+
     try:
         metrics = evaluate_checkpoint(
             args.checkpoint, args.split, batch_size=args.batch_size, write=not args.no_write

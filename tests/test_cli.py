@@ -230,3 +230,9 @@ def test_log_level_and_progress_lines(monkeypatch):
     assert console.fit_verbosity(quiet=True) == 0
     monkeypatch.setattr(sys, "stdout", Stream(True))
     assert console.fit_verbosity(quiet=False) == 1
+
+
+def test_evaluate_split_names_are_the_data_sets():
+    from keras_vit import data
+
+    assert evaluate.SPLIT_NAMES == tuple(data.SPLITS)
