@@ -19,6 +19,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vit.validation import check_seed, sub_seed
+
 # Constants of the original code: `weight_standardize(..., eps=1e-5)` and `nn.GroupNorm`'s
 # defaults (num_groups=32, epsilon=1e-6).
 WS_EPSILON = 1e-5
@@ -85,6 +87,7 @@ class StdConv2D(keras.layers.Layer):
         filters: output channels.
         kernel_size: side of the square kernel.
         strides: stride along height and width.
+        seed: seed of the kernel initialiser (LeCun normal), or None.
         **kwargs: standard layer arguments such as `name` and `dtype`.
 
     Input shape:
@@ -99,11 +102,15 @@ class StdConv2D(keras.layers.Layer):
     TensorShape([1, 5, 5, 8])
     """
 
-    def __init__(self, filters: int, kernel_size: int, strides: int = 1, **kwargs):
+    def __init__(
+        self, filters: int, kernel_size: int, strides: int = 1, seed: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters = _positive_int("filters", filters)
         self.kernel_size = _positive_int("kernel_size", kernel_size)
         self.strides = _positive_int("strides", strides)
+        check_seed(seed)
+        self.seed = seed
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
@@ -112,7 +119,7 @@ class StdConv2D(keras.layers.Layer):
             raise ValueError(f"StdConv2D needs a static channel count. Received: {input_shape}")
         self.kernel = self.add_weight(
             shape=(self.kernel_size, self.kernel_size, channels, self.filters),
-            initializer="lecun_normal",
+            initializer=keras.initializers.LecunNormal(seed=self.seed),
             # Standardised in the variable's dtype (float32 under mixed precision), then cast.
             autocast=False,
             name="kernel",
@@ -139,7 +146,12 @@ class StdConv2D(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides}
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "seed": self.seed,
+            }
         )
         return config
 
@@ -242,6 +254,7 @@ class BottleneckUnit(keras.layers.Layer):
     Args:
         features: bottleneck width; the unit outputs `4 * features` channels.
         strides: stride of the 3x3 convolution and of the projection.
+        seed: seed of the convolutions' initialisers, or None.
         **kwargs: standard layer arguments such as `name` and `dtype`.
 
     Input shape:
@@ -256,18 +269,22 @@ class BottleneckUnit(keras.layers.Layer):
     TensorShape([1, 4, 4, 128])
     """
 
-    def __init__(self, features: int, strides: int = 1, **kwargs):
+    def __init__(self, features: int, strides: int = 1, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.features = _positive_int("features", features)
         self.strides = _positive_int("strides", strides)
+        check_seed(seed)
+        self.seed = seed
         self.input_spec = keras.layers.InputSpec(ndim=4)
         out = EXPANSION * self.features
         policy = self.dtype_policy
-        self.conv1 = StdConv2D(self.features, 1, dtype=policy, name="conv1")
+        self.conv1 = StdConv2D(self.features, 1, seed=sub_seed(seed, 1), dtype=policy, name="conv1")
         self.gn1 = GroupNorm(dtype=policy, name="gn1")
-        self.conv2 = StdConv2D(self.features, 3, strides=self.strides, dtype=policy, name="conv2")
+        self.conv2 = StdConv2D(
+            self.features, 3, self.strides, seed=sub_seed(seed, 2), dtype=policy, name="conv2"
+        )
         self.gn2 = GroupNorm(dtype=policy, name="gn2")
-        self.conv3 = StdConv2D(out, 1, dtype=policy, name="conv3")
+        self.conv3 = StdConv2D(out, 1, seed=sub_seed(seed, 3), dtype=policy, name="conv3")
         self.gn3 = GroupNorm(gamma_initializer="zeros", dtype=policy, name="gn3")
         self.conv_proj = None
         self.gn_proj = None
@@ -287,6 +304,7 @@ class BottleneckUnit(keras.layers.Layer):
                 EXPANSION * self.features,
                 1,
                 strides=self.strides,
+                seed=sub_seed(self.seed, 4),
                 dtype=self.dtype_policy,
                 name="conv_proj",
             )
@@ -328,48 +346,50 @@ class BottleneckUnit(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"features": self.features, "strides": self.strides})
+        config.update({"features": self.features, "strides": self.strides, "seed": self.seed})
         return config
 
 
-def stem_channels(layers: tuple[int, ...], width: float) -> tuple[int, int]:
+def stem_channels(
+    layers: tuple[int, ...], width: float, names: tuple[str, str] = ("layers", "width")
+) -> tuple[int, int]:
     """Channels of the root convolution and of the stem's output feature map.
 
     Args:
         layers: units per stage (`()` for the root only).
         width: multiplier of the 64 base channels.
+        names: the argument names the error messages use (the model's are
+            `("resnet_layers", "resnet_width")`).
 
     Returns:
         `(root_channels, output_channels)`.
+
+    Raises:
+        ValueError: `layers` is not a tuple or list of positive ints, or `64 * width` is not
+            a multiple of 32 (one line naming the argument).
 
     Example:
     >>> keras_vit.resnet.stem_channels((3, 4, 9), 1.0)
     (64, 1024)
     """
-    layers = _check_layers(layers)
-    root = _root_channels(width)
-    if not layers:
-        return root, root
-    return root, EXPANSION * root * 2 ** (len(layers) - 1)
-
-
-def _check_layers(layers) -> tuple[int, ...]:
+    layers_name, width_name = names
     if isinstance(layers, (str, bytes)) or not isinstance(layers, (tuple, list)):
         raise ValueError(
-            f"Expected `layers` to be a tuple of units per stage. Received: layers={layers!r}"
+            f"Expected `{layers_name}` to be a tuple of units per stage. "
+            f"Received: {layers_name}={layers!r}"
         )
-    return tuple(_positive_int("layers", n) for n in layers)
-
-
-def _root_channels(width) -> int:
-    width = _positive_float("width", width)
+    layers = tuple(_positive_int(layers_name, n) for n in layers)
+    width = _positive_float(width_name, width)
     root = BASE_WIDTH * width
     if root != int(root) or int(root) % GN_GROUPS:
         raise ValueError(
-            f"Expected `width` such that 64 * width is a multiple of {GN_GROUPS} "
-            f"(GroupNorm groups), e.g. 0.5, 1, 2. Received: width={width}"
+            f"Expected `{width_name}` such that 64 * {width_name} is a multiple of "
+            f"{GN_GROUPS} (GroupNorm groups), e.g. 0.5, 1, 2. Received: {width_name}={width}"
         )
-    return int(root)
+    root = int(root)
+    if not layers:
+        return root, root
+    return root, EXPANSION * root * 2 ** (len(layers) - 1)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -386,6 +406,7 @@ class ResNetStem(keras.layers.Layer):
     Args:
         layers: units per stage; `(3, 4, 9)` is the stem of R50+ViT-B/16, `()` the root only.
         width: multiplier of the 64 base channels; `64 * width` must be a multiple of 32.
+        seed: seed of the convolutions' initialisers, or None.
         **kwargs: standard layer arguments such as `name` and `dtype`.
 
     Input shape:
@@ -401,13 +422,24 @@ class ResNetStem(keras.layers.Layer):
     TensorShape([1, 4, 4, 256])
     """
 
-    def __init__(self, layers: tuple[int, ...] = (3, 4, 9), width: float = 1.0, **kwargs):
+    def __init__(
+        self,
+        layers: tuple[int, ...] = (3, 4, 9),
+        width: float = 1.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         root, _ = stem_channels(layers, width)
-        self.stage_sizes = _check_layers(layers)
+        check_seed(seed)
+        self.stage_sizes = tuple(int(n) for n in layers)
         self.width = float(width)
+        self.seed = seed
         self.input_spec = keras.layers.InputSpec(ndim=4)
-        self.conv_root = StdConv2D(root, 7, strides=2, dtype=self.dtype_policy, name="conv_root")
+        policy = self.dtype_policy
+        self.conv_root = StdConv2D(
+            root, 7, strides=2, seed=sub_seed(seed, 0), dtype=policy, name="conv_root"
+        )
         self.gn_root = GroupNorm(dtype=self.dtype_policy, name="gn_root")
         self.units = []
         for i, units in enumerate(self.stage_sizes):
@@ -416,7 +448,8 @@ class ResNetStem(keras.layers.Layer):
                     BottleneckUnit(
                         root * 2**i,
                         strides=2 if i > 0 and j == 0 else 1,
-                        dtype=self.dtype_policy,
+                        seed=sub_seed(seed, 10 * (len(self.units) + 1)),
+                        dtype=policy,
                         name=f"block{i + 1}_unit{j + 1}",
                     )
                 )
@@ -470,5 +503,5 @@ class ResNetStem(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"layers": list(self.stage_sizes), "width": self.width})
+        config.update({"layers": list(self.stage_sizes), "width": self.width, "seed": self.seed})
         return config
