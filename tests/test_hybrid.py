@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 from fixtures import synthetic_hybrid as synthetic
-from helpers import check_config_roundtrip, check_saving_roundtrip
+from helpers import NANO_FLAGS, check_config_roundtrip, check_saving_roundtrip, write_image_folder
 
 import keras_vit
-from keras_vit import checkpoints
+from keras_vit import checkpoints, train, training
 from keras_vit.checkpoints import CheckpointError
 
 # A root-and-two-stage stem (stride 8) under a two-block Transformer on 1x1 patches.
@@ -227,3 +227,50 @@ def test_published_hybrid_names(tmp_path):
     assert checkpoints.load_npz(model, local).head_loaded
     with pytest.raises(ValueError, match="No 'sam' weights for ViT R50\\+B/16"):
         checkpoints.weights_url("sam", "R50+B/16")
+
+
+# === Training =================================================================================
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("3,4,9", (3, 4, 9)), ("(2, 2)", (2, 2)), ("()", ()), ("1,", (1,)), ("None", "none")],
+)
+def test_resnet_layers_flag_parses(text, expected):
+    assert train.parse_resnet_layers(text) == expected
+
+
+@pytest.mark.parametrize("flag", ["3,x", "3,0", "-1"])
+def test_bad_resnet_layers_flag_is_a_usage_error(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as info:
+        train.main(["--output", str(tmp_path / "out"), f"--resnet-layers={flag}"])
+    assert info.value.code == 2
+    assert "argument --resnet-layers: expected units per stage" in capsys.readouterr().err
+
+
+def test_named_hybrid_and_size_flags_make_the_config():
+    config = training.make_config("digits", model="ViT_R26_S32")
+    assert config.architecture["resnet_layers"] == (2, 2, 2, 2)
+    plain = training.make_config(
+        "digits", model="ViT_R26_S32", architecture={"resnet_layers": None}
+    )
+    assert plain.architecture["resnet_layers"] is None
+    small = training.make_config("digits", architecture={"resnet_layers": (), "resnet_width": 0.5})
+    assert small.architecture == {**training.SMALL_MODEL, "resnet_layers": (), "resnet_width": 0.5}
+
+
+def test_train_cli_trains_a_tiny_hybrid(tmp_path, capsys):
+    folder = tmp_path / "images"
+    write_image_folder(folder, classes=("a", "b"), per_class=10)
+    out = tmp_path / "run"
+    args = ["--dataset", str(folder), "--output", str(out), "--epochs", "1", "--quiet"]
+    flags = [*NANO_FLAGS, "--patch-size=2", "--resnet-layers=()", "--resnet-width=0.5"]
+    assert train.main([*args, "--batch-size", "4", *flags]) == 0
+    assert "test top-1" in capsys.readouterr().out
+    model = keras.saving.load_model(out / "model.keras")
+    assert model.resnet_layers == () and model.grid_size == (2, 2)
+    bad = [*args, "--overwrite", "--batch-size", "4", *flags, "--resnet-width=0.25"]
+    assert train.main(bad) == 1
+    assert "Expected `resnet_width` such that" in capsys.readouterr().err
+    assert train.main([*args, "--overwrite", *NANO_FLAGS, "--resnet-width=2"]) == 1
+    assert "give `resnet_layers` too" in capsys.readouterr().err
