@@ -26,6 +26,7 @@ from typing import Literal, NamedTuple
 import keras
 import numpy as np
 
+from keras_vit.hybrid_keys import feature_stride
 from keras_vit.layers import (
     GELU_FORMS,
     GeluForm,
@@ -108,7 +109,7 @@ def _forward(
     if parts.preprocessing is not None:
         images = parts.preprocessing(images)
     if parts.resnet is not None:
-        images = parts.resnet(images)
+        images = parts.resnet(images, form=form)
     if form == "edgetpu":  # the patch embedding cuts the patches itself
         x = parts.patch_encoder(images, form=form)
     else:
@@ -470,6 +471,13 @@ class VisionTransformer(keras.Model):
     def grid_size(self) -> tuple[int, int]:
         """The patch grid `(rows, columns)` (of the stem's feature map for a hybrid)."""
         return self._grid_size
+
+    @property
+    def token_size(self) -> int:
+        """Side in image pixels of the square one token covers: `patch_size`, times the
+        stem's stride for a hybrid (whose last row or column may cover less)."""
+        stride = 1 if self.resnet_layers is None else feature_stride(self.resnet_layers)
+        return self.patch_size * stride
 
     @property
     def stem(self) -> ResNetStem | None:

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vit.layers import GRAPH_FORMS, GraphForm
 from keras_vit.validation import check_seed, sub_seed
 
 # Constants of the original code: `weight_standardize(..., eps=1e-5)` and `nn.GroupNorm`'s
@@ -44,9 +45,10 @@ def _positive_float(name: str, value) -> float:
     return float(value)
 
 
-def _same_size(size, stride: int):
-    """Output length of a 'SAME'-padded op with `stride` (None stays None)."""
-    return None if size is None else math.ceil(size / stride)
+def _strided_shape(shape, stride: int, channels) -> tuple:
+    """The output shape of a 'SAME'-padded op with `stride` (None sizes stay None)."""
+    height, width = (None if n is None else math.ceil(n / stride) for n in shape[1:3])
+    return (shape[0], height, width, channels)
 
 
 def standardize_kernel(kernel, epsilon: float = WS_EPSILON):
@@ -135,13 +137,7 @@ class StdConv2D(keras.layers.Layer):
         return ops.convert_to_numpy(standardize_kernel(self.kernel)).astype(np.float32)
 
     def compute_output_shape(self, input_shape):
-        batch, height, width = input_shape[:3]
-        return (
-            batch,
-            _same_size(height, self.strides),
-            _same_size(width, self.strides),
-            self.filters,
-        )
+        return _strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         config = super().get_config()
@@ -212,18 +208,27 @@ class GroupNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
         self.built = True
 
-    def call(self, x):
+    def call(self, x, form: GraphForm = "keras"):
+        """`form="edgetpu"` takes the means as SUM times `1 / n` (the Edge TPU's MEAN
+        reduces height and width only); the other `GRAPH_FORMS` compute MEAN."""
+        if form not in GRAPH_FORMS:
+            raise ValueError(f"Expected `form` to be one of {GRAPH_FORMS}. Received: form={form!r}")
         dtype = x.dtype
         if dtype in ("float16", "bfloat16"):
             x = ops.cast(x, "float32")
         shape = ops.shape(x)
         channels = x.shape[-1]
         grouped = ops.reshape(x, (-1, shape[1] * shape[2], self.groups, channels // self.groups))
-        mean = ops.mean(grouped, axis=(1, 3), keepdims=True)
-        centered = grouped - mean
+
+        def mean(t):
+            if form != "edgetpu":
+                return ops.mean(t, axis=(1, 3), keepdims=True)
+            return ops.sum(t, axis=(1, 3), keepdims=True) * (1.0 / (t.shape[1] * t.shape[3]))
+
+        centered = grouped - mean(grouped)
         # A product rather than `square`: the converter fuses `square(x - mean)` into
         # SQUARED_DIFFERENCE, which TFLite's int16x8 kernels lack.
-        variance = ops.mean(centered * centered, axis=(1, 3), keepdims=True)
+        variance = mean(centered * centered)
         y = ops.reshape(centered * ops.rsqrt(variance + self.epsilon), shape)
         y = y * ops.cast(self.gamma, y.dtype) + ops.cast(self.beta, y.dtype)
         return ops.cast(y, dtype)
@@ -289,17 +294,13 @@ class BottleneckUnit(keras.layers.Layer):
         self.conv_proj = None
         self.gn_proj = None
 
-    def needs_projection(self, channels: int) -> bool:
-        """Whether the residual of an input with `channels` channels is projected."""
-        return channels != EXPANSION * self.features or self.strides != 1
-
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(
                 f"BottleneckUnit needs a static channel count. Received: {input_shape}"
             )
-        if self.needs_projection(channels):
+        if channels != EXPANSION * self.features or self.strides != 1:  # the residual changes
             self.conv_proj = StdConv2D(
                 EXPANSION * self.features,
                 1,
@@ -326,23 +327,17 @@ class BottleneckUnit(keras.layers.Layer):
         projection = [self.conv_proj, self.gn_proj] if self.conv_proj is not None else []
         return self.branch_layers() + projection
 
-    def call(self, x):
+    def call(self, x, form: GraphForm = "keras"):
         residual = x
         if self.conv_proj is not None:
-            residual = self.gn_proj(self.conv_proj(x))
-        y = ops.relu(self.gn1(self.conv1(x)))
-        y = ops.relu(self.gn2(self.conv2(y)))
-        y = self.gn3(self.conv3(y))
+            residual = self.gn_proj(self.conv_proj(x), form=form)
+        y = ops.relu(self.gn1(self.conv1(x), form=form))
+        y = ops.relu(self.gn2(self.conv2(y), form=form))
+        y = self.gn3(self.conv3(y), form=form)
         return ops.relu(residual + y)
 
     def compute_output_shape(self, input_shape):
-        batch, height, width = input_shape[:3]
-        return (
-            batch,
-            _same_size(height, self.strides),
-            _same_size(width, self.strides),
-            EXPANSION * self.features,
-        )
+        return _strided_shape(input_shape, self.strides, EXPANSION * self.features)
 
     def get_config(self):
         config = super().get_config()
@@ -458,22 +453,19 @@ class ResNetStem(keras.layers.Layer):
         self.conv_root.build(input_shape)
         shape = self.conv_root.compute_output_shape(input_shape)
         self.gn_root.build(shape)
-        shape = self._pooled_shape(shape)
+        shape = _strided_shape(shape, 2, shape[3])
         for unit in self.units:
             unit.build(shape)
             shape = unit.compute_output_shape(shape)
         self.built = True
 
-    @staticmethod
-    def _pooled_shape(shape):
-        return (shape[0], _same_size(shape[1], 2), _same_size(shape[2], 2), shape[3])
-
-    def call(self, x):
-        x = ops.relu(self.gn_root(self.conv_root(x)))
+    def call(self, x, form: GraphForm = "keras"):
+        """The feature map; `form` is the GroupNorms' op formulation (`GroupNorm.call`)."""
+        x = ops.relu(self.gn_root(self.conv_root(x), form=form))
         # 'SAME' max-pooling ignores the padding (pads with -inf), as `nn.max_pool`.
         x = ops.max_pool(x, pool_size=3, strides=2, padding="same")
         for unit in self.units:
-            x = unit(x)
+            x = unit(x, form=form)
         return x
 
     def weights_by_name(self) -> dict[str, keras.Variable]:
@@ -496,7 +488,8 @@ class ResNetStem(keras.layers.Layer):
         return named
 
     def compute_output_shape(self, input_shape):
-        shape = self._pooled_shape(self.conv_root.compute_output_shape(input_shape))
+        shape = self.conv_root.compute_output_shape(input_shape)
+        shape = _strided_shape(shape, 2, shape[3])
         for unit in self.units:
             shape = unit.compute_output_shape(shape)
         return shape

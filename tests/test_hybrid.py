@@ -1,4 +1,4 @@
-"""The hybrid ViT (ResNet stem + Transformer) as a model: config, saving, checkpoints, names."""
+"""The hybrid ViT (ResNet stem + Transformer): model, checkpoints, names, training, visualize."""
 
 import json
 
@@ -6,10 +6,18 @@ import keras
 import numpy as np
 import pytest
 from fixtures import synthetic_hybrid as synthetic
-from helpers import NANO_FLAGS, check_config_roundtrip, check_saving_roundtrip, write_image_folder
+from helpers import (
+    NANO_FLAGS,
+    check_config_roundtrip,
+    check_saving_roundtrip,
+    write_checkpoint,
+    write_image_folder,
+)
+from PIL import Image
 
 import keras_vit
 from keras_vit import checkpoints, train, training
+from keras_vit import visualize as vz
 from keras_vit.checkpoints import CheckpointError
 
 # A root-and-two-stage stem (stride 8) under a two-block Transformer on 1x1 patches.
@@ -274,3 +282,30 @@ def test_train_cli_trains_a_tiny_hybrid(tmp_path, capsys):
     assert "Expected `resnet_width` such that" in capsys.readouterr().err
     assert train.main([*args, "--overwrite", *NANO_FLAGS, "--resnet-width=2"]) == 1
     assert "give `resnet_layers` too" in capsys.readouterr().err
+
+
+# === Seeing inside ============================================================================
+
+
+def test_visualize_reads_the_token_grid_of_the_feature_map(tmp_path):
+    model = randomized(keras_vit.ViT(**dict(TINY, image_size=(32, 48))))
+    assert model.grid_size == (4, 6) and model.token_size == 8
+    x = images(2, 32)[:, :, :1].repeat(48, axis=2)
+    attentions = vz.attention_maps(model, x)
+    assert attentions[0].shape == (2, 2, 25, 25)
+    assert vz.attention_rollout(model, x).grid.shape == (2, 4, 6)
+    distance = vz.mean_attention_distance(model, x)
+    assert distance.shape == (2, 2) and (distance <= np.hypot(24, 40)).all()
+    assert vz.position_embedding_similarity(model).shape == (4, 6, 4, 6)
+    with pytest.raises(ValueError, match="is a hybrid"):
+        vz.patch_embedding_components(model)
+    # The report of a run directory, without the patch-embedding plot.
+    write_checkpoint(tmp_path / "run", model, [str(i) for i in range(10)])
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype="uint8")
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert vz.main([str(tmp_path / "run"), str(tmp_path / "a.png"), "--output", str(out)]) == 0
+    assert not (out / "patch_embedding_components.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["patch_embedding_explained_variance"] is None
+    assert np.shape(summary["mean_attention_distance_pixels"]) == (2, 2)

@@ -68,6 +68,8 @@ def _attention_function(model, use_graph: bool):
     blocks = [model.get_layer(f"encoderblock_{i}") for i in range(model.num_layers)]
 
     def attention(images):
+        if model.stem is not None:  # a hybrid cuts its patches from the stem's feature map
+            images = model.stem(images)
         x = dropout(encoder(patches(images)), training=False)
         probs = []
         for block in blocks:
@@ -276,7 +278,7 @@ def mean_attention_distance(
         distance = attention_distance(
             np.stack(batch),
             model.grid_size,
-            model.patch_size,
+            model.token_size,
             has_class_token=bool(class_token_count(model)),
             renormalize=renormalize,
         )

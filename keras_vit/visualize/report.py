@@ -175,13 +175,13 @@ def visualize_run(
     grid = rollout_grid(model, rollout_from_attention(attentions, head_fusion))
     upsampled = upsample(grid, model.image_size)
     distances = attention_distance(
-        np.stack(attentions), model.grid_size, model.patch_size, has_class_token
+        np.stack(attentions), model.grid_size, model.token_size, has_class_token
     )
     predictions = _predictions(model, images, run.labels)
-    pixels = model.patch_size**2 * model.num_channels
-    components = patch_embedding_components(model, n=min(28, model.hidden_size, pixels))
-
-    explained = components.explained_variance_ratio
+    components = None  # a hybrid's projection filters read feature maps, not pixels
+    if model.stem is None:
+        pixels = model.patch_size**2 * model.num_channels
+        components = patch_embedding_components(model, n=min(28, model.hidden_size, pixels))
     with atomic_directory(output, overwrite=overwrite) as folder:
         for index, stem in enumerate(stems):
             guess = predictions[index]
@@ -202,12 +202,13 @@ def visualize_run(
         plot_position_embedding_similarity(
             position_embedding_similarity(model), folder / "position_embedding_similarity.png"
         )
-        plot_patch_embedding_components(components, folder / "patch_embedding_components.png")
+        if components is not None:
+            plot_patch_embedding_components(components, folder / "patch_embedding_components.png")
         plot_mean_attention_distance(
             distances,
             folder / "mean_attention_distance.png",
             image_size=model.image_size,
-            uniform_distance=float(patch_distances(model.grid_size, model.patch_size).mean()),
+            uniform_distance=float(patch_distances(model.grid_size, model.token_size).mean()),
             title=f"Mean attention distance over {len(images)} image(s)",
         )
         atomic_write_json(
@@ -218,7 +219,9 @@ def visualize_run(
                 "predictions": predictions,
                 "head_fusion": head_fusion,
                 "mean_attention_distance_pixels": distances.round(4).tolist(),
-                "patch_embedding_explained_variance": explained.round(6).tolist(),
+                "patch_embedding_explained_variance": None
+                if components is None
+                else components.explained_variance_ratio.round(6).tolist(),
             },
         )
     return output
