@@ -370,3 +370,14 @@ def test_hybrid_keys_imports_numpy_only():
     }
     modules |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert modules <= {"__future__", "re", "collections.abc", "numpy"}, modules
+
+
+def test_graph_forms_compute_the_same_stem():
+    # "edgetpu" takes GroupNorm's means as SUM x 1/n; the function is the same.
+    stem = load_stem(weights_of("tiny_r2"))
+    x = case_images("tiny_r2/native")
+    expected = numpy(stem(x))
+    for form in ("tflite", "edgetpu"):
+        np.testing.assert_allclose(numpy(stem(x, form=form)), expected, atol=1e-4, err_msg=form)
+    with pytest.raises(ValueError, match="form='onnx'"):
+        GroupNorm(groups=4)(np.zeros((1, 2, 2, 8), "float32"), form="onnx")
