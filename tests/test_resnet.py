@@ -88,7 +88,11 @@ def test_hybrid_reproduces_the_flax_logits(case, tmp_path):
     assert (summary.posemb_resized is None) == (info["grid"] == info["source_grid"])
     images = case_images(case)
     expected = GOLDENS[f"{case}/logits"]
-    for actual in (model(images), model.predict(images, verbose=0), model.forward(images)):
+    # from_npz reads the architecture (stem included) from the file itself.
+    built = keras_vit.from_npz(path, image_size=tuple(info["image_size"]))
+    assert built.get_config() == dict(model.get_config(), name=built.name)
+    outputs = (model(images), model.predict(images, verbose=0), model.forward(images))
+    for actual in (*outputs, built(images)):
         diff = np.abs(numpy(actual) - expected).max()
         assert diff <= 1e-5, f"{case}: max |logit - golden| = {diff:.3g}"
 
