@@ -14,7 +14,10 @@ the float ones) and class probabilities. What the export adds to the model:
   for row `i` of the `(P * P * C, D)` kernel and its channel `c(i) = i mod C` (patches are
   flattened row, column, channel). The graph does the same arithmetic as the Keras model
   on normalised images without any op for it, and an integer file carries the pixels
-  exactly (uint8 scale 1, zero point 0), so image bytes go in as they are;
+  exactly (uint8 scale 1, zero point 0), so image bytes go in as they are. A hybrid's
+  projection reads the ResNet stem's feature map, and its first convolution pads with
+  zeros in normalised units (a fold into it would pad with `mean`), so there the
+  normalisation stays in the graph: one SUB and one MUL before the stem;
 - block 0's first LayerNorm of the class-token row, which no image changes, as a constant
   computed in float (`TransformerBlock`'s `class_row_norm`);
 - the last block computing the class token only (with class-token pooling);
@@ -153,14 +156,21 @@ class PixelClassifier(keras.Model):
         self.mean = [float(v) for v in mean]
         self.std = [float(v) for v in std]
         encoder = self.vit.get_layer("patch_encoder")
-        kernel, bias = fold_normalisation(
-            keras.ops.convert_to_numpy(encoder.projection.kernel),
-            keras.ops.convert_to_numpy(encoder.projection.bias),
-            self.mean,
-            self.std,
-        )
-        encoder.projection.kernel.assign(kernel)
-        encoder.projection.bias.assign(bias)
+        self.pixel_scale = None
+        if self.vit.stem is None:
+            kernel, bias = fold_normalisation(
+                keras.ops.convert_to_numpy(encoder.projection.kernel),
+                keras.ops.convert_to_numpy(encoder.projection.bias),
+                self.mean,
+                self.std,
+            )
+            encoder.projection.kernel.assign(kernel)
+            encoder.projection.bias.assign(bias)
+        else:
+            self.pixel_scale = (
+                np.asarray(self.mean, np.float32),
+                (1.0 / np.asarray(self.std, np.float64)).astype(np.float32),
+            )
         self.class_row_norm = None
         if encoder.use_class_token:
             row = encoder.class_token + encoder.position_embedding[:, :1]
@@ -171,6 +181,9 @@ class PixelClassifier(keras.Model):
 
     def call(self, pixels):
         vit = self.vit
+        if self.pixel_scale is not None:
+            mean, inverse_std = self.pixel_scale
+            pixels = (pixels - mean) * inverse_std
         outputs = vit.forward(
             pixels,
             training=False,

@@ -189,6 +189,20 @@ def stem_to_checkpoint(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarra
     return out
 
 
+def feature_stride(layers: tuple[int, ...]) -> int:
+    """How many pixels of the image one position of the stem's feature map spans.
+
+    4 for the root block (stride-2 convolution, stride-2 max-pooling), times 2 for every
+    stage after the first. With 'SAME' padding a side of `n` pixels gives
+    `ceil(n / feature_stride)` positions.
+
+    Example:
+    >>> feature_stride((3, 4, 9))
+    16
+    """
+    return 4 * 2 ** max(len(layers) - 1, 0)
+
+
 def stem_config(arrays: Mapping[str, np.ndarray]) -> tuple[tuple[int, ...], float]:
     """The stem architecture a checkpoint was written for: `(layers, width)`.
 

@@ -9,10 +9,13 @@ named variants (`keras_vit.variants`) build it; `keras_vit.checkpoints` loads we
 
 Graph, as the original JAX code (`vit_jax/models_vit.py`):
 
-    images -> [preprocessing: (x - 127.5) / 127.5] -> Patches
+    images -> [preprocessing: (x - 127.5) / 127.5] -> [resnet: ResNetStem] -> Patches
            -> PatchEncoder (projection, class token, position embedding)
            -> Dropout -> TransformerBlock x num_layers -> LayerNorm (encoder_norm)
            -> TokenPooling ("token" or "gap") -> [pre_logits: Dense + tanh] -> head
+
+The hybrid (`resnet_layers` set, the paper's section 3.1) cuts its patches from the feature
+map of a BiT ResNet stem (`keras_vit.resnet.ResNetStem`) instead of from the pixels.
 
 Over 500 lines for one reason: it is one class, whose docstring documents every
 architecture argument once (`ViT` and the builders forward to it) and whose constructor
@@ -27,6 +30,7 @@ from typing import Literal, NamedTuple
 import keras
 import numpy as np
 
+from keras_vit.hybrid_keys import feature_stride
 from keras_vit.layers import (
     GELU_FORMS,
     GeluForm,
@@ -38,6 +42,7 @@ from keras_vit.layers import (
     TransformerBlock,
 )
 from keras_vit.logits_loss import check_logits_loss
+from keras_vit.resnet import ResNetStem, stem_channels
 from keras_vit.validation import check_positive_int, check_rate, check_seed, sub_seed
 
 Pooling = Literal["token", "gap"]
@@ -68,6 +73,7 @@ class _Parts(NamedTuple):
     """The model's layers in the order of the computation (None where a model has none)."""
 
     preprocessing: keras.layers.Layer | None
+    resnet: ResNetStem | None
     patches: Patches
     patch_encoder: PatchEncoder
     embedding_dropout: keras.layers.Dropout
@@ -96,6 +102,8 @@ def _forward(
     """The ViT's computation over `parts`; see `VisionTransformer.forward`."""
     if parts.preprocessing is not None:
         images = parts.preprocessing(images)
+    if parts.resnet is not None:
+        images = parts.resnet(images, form=form)
     if form == "edgetpu":  # the patch embedding cuts the patches itself
         x = parts.patch_encoder(images, form=form)
     else:
@@ -201,6 +209,14 @@ class VisionTransformer(keras.Model):
             (keras.applications style), so the model takes decoded images as they are.
         dtype: a floating-point dtype policy for every layer (e.g. `"mixed_bfloat16"`), or
             None for the global policy. Outputs of the head stay float32.
+        resnet_layers: None for the plain ViT; otherwise the hybrid: a BiT ResNet stem
+            (`keras_vit.resnet.ResNetStem`, layer `resnet`) with this many bottleneck units
+            per stage, `()` for its root block alone, `(3, 4, 9)` for R50+ViT-B/16. Its
+            feature map (stride 4 for the root, times 2 per stage after the first) is cut
+            into patches of `patch_size` (1 for R50+ViT-B/16), so each side of that map
+            (`ceil(image side / stride)`) must be divisible by `patch_size`.
+        resnet_width: multiplier of the stem's 64 base channels (`64 * resnet_width` a
+            multiple of 32); used only with `resnet_layers`.
         name: model name.
 
     Example:
@@ -233,6 +249,8 @@ class VisionTransformer(keras.Model):
         train_class_token_only: bool = False,
         include_preprocessing: bool = False,
         dtype=None,
+        resnet_layers: Sequence[int] | None = None,
+        resnet_width: float = 1.0,
         name: str = "vit",
         **kwargs,
     ):
@@ -257,9 +275,27 @@ class VisionTransformer(keras.Model):
         ):
             check_rate(arg, value)
         check_seed(seed)
-        if height % patch_size or width % patch_size:
+        policy = _dtype_policy(dtype)
+        resnet, feature_hw, embedding_channels = None, (height, width), num_channels
+        if resnet_layers is not None:
+            names = ("resnet_layers", "resnet_width")
+            embedding_channels = stem_channels(resnet_layers, resnet_width, names)[1]
+            resnet_layers, resnet_width = tuple(resnet_layers), float(resnet_width)
+            resnet = _built(
+                ResNetStem(
+                    resnet_layers, resnet_width, sub_seed(seed, 3), dtype=policy, name="resnet"
+                ),
+                (None, height, width, num_channels),
+            )
+            feature_hw = resnet.compute_output_shape((None, height, width, num_channels))[1:3]
+        if feature_hw[0] % patch_size or feature_hw[1] % patch_size:
+            stem = (
+                ""
+                if resnet is None
+                else f" (the stem's feature map is {feature_hw[0]}x{feature_hw[1]})"
+            )
             raise ValueError(
-                f"Expected image size divisible by patch_size. "
+                f"Expected image size divisible by patch_size{stem}. "
                 f"Received: image_size={height}x{width}, patch_size={patch_size}"
             )
         if hidden_size % num_heads:
@@ -287,8 +323,7 @@ class VisionTransformer(keras.Model):
                 f"reads every token). Received: pooling={pooling!r}"
             )
 
-        policy = _dtype_policy(dtype)
-        grid_h, grid_w = height // patch_size, width // patch_size
+        grid_h, grid_w = feature_hw[0] // patch_size, feature_hw[1] // patch_size
 
         # === Layers ===
         # Each layer is built as it is created, in the order of the computation: unseeded
@@ -315,7 +350,7 @@ class VisionTransformer(keras.Model):
                 dtype=policy,
                 name="patch_encoder",
             ),
-            (None, num_patches, patch_size * patch_size * num_channels),
+            (None, num_patches, patch_size * patch_size * embedding_channels),
         )
         embedding_dropout = keras.layers.Dropout(
             dropout, seed=sub_seed(seed, 1), dtype=policy, name="embedding_dropout"
@@ -367,6 +402,7 @@ class VisionTransformer(keras.Model):
                 predictions = keras.layers.Activation("linear", dtype="float32", name="predictions")
         parts = _Parts(
             preprocessing,
+            resnet,
             patches,
             patch_encoder,
             embedding_dropout,
@@ -404,13 +440,29 @@ class VisionTransformer(keras.Model):
         self.seed = seed
         self.train_class_token_only = train_class_token_only
         self.include_preprocessing = include_preprocessing
+        self.resnet_layers = resnet_layers
+        self.resnet_width = float(resnet_width)
+        self.embedding_channels = embedding_channels
+        self._grid_size = (grid_h, grid_w)
         self._vit_dtype = None if policy is None else policy.name
         self._parts = parts
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        """The patch grid `(rows, columns)`."""
-        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+        """The patch grid `(rows, columns)` (of the stem's feature map for a hybrid)."""
+        return self._grid_size
+
+    @property
+    def token_size(self) -> int:
+        """Side in image pixels of the square one token covers: `patch_size`, times the
+        stem's stride for a hybrid (whose last row or column may cover less)."""
+        stride = 1 if self.resnet_layers is None else feature_stride(self.resnet_layers)
+        return self.patch_size * stride
+
+    @property
+    def stem(self) -> ResNetStem | None:
+        """The hybrid's ResNet stem (layer `resnet`), or None for the plain ViT."""
+        return self._parts.resnet
 
     @property
     def outputs_logits(self) -> bool:
@@ -541,6 +593,8 @@ class VisionTransformer(keras.Model):
             "train_class_token_only": self.train_class_token_only,
             "include_preprocessing": self.include_preprocessing,
             "dtype": self._vit_dtype,
+            "resnet_layers": None if self.resnet_layers is None else list(self.resnet_layers),
+            "resnet_width": self.resnet_width,
         }
 
     @classmethod

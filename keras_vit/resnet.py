@@ -19,6 +19,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vit.layers import GRAPH_FORMS, GraphForm
+from keras_vit.validation import check_seed, sub_seed
+
 # Constants of the original code: `weight_standardize(..., eps=1e-5)` and `nn.GroupNorm`'s
 # defaults (num_groups=32, epsilon=1e-6).
 WS_EPSILON = 1e-5
@@ -42,9 +45,10 @@ def _positive_float(name: str, value) -> float:
     return float(value)
 
 
-def _same_size(size, stride: int):
-    """Output length of a 'SAME'-padded op with `stride` (None stays None)."""
-    return None if size is None else math.ceil(size / stride)
+def _strided_shape(shape, stride: int, channels) -> tuple:
+    """The output shape of a 'SAME'-padded op with `stride` (None sizes stay None)."""
+    height, width = (None if n is None else math.ceil(n / stride) for n in shape[1:3])
+    return (shape[0], height, width, channels)
 
 
 def standardize_kernel(kernel, epsilon: float = WS_EPSILON):
@@ -85,6 +89,7 @@ class StdConv2D(keras.layers.Layer):
         filters: output channels.
         kernel_size: side of the square kernel.
         strides: stride along height and width.
+        seed: seed of the kernel initialiser (LeCun normal), or None.
         **kwargs: standard layer arguments such as `name` and `dtype`.
 
     Input shape:
@@ -99,11 +104,15 @@ class StdConv2D(keras.layers.Layer):
     TensorShape([1, 5, 5, 8])
     """
 
-    def __init__(self, filters: int, kernel_size: int, strides: int = 1, **kwargs):
+    def __init__(
+        self, filters: int, kernel_size: int, strides: int = 1, seed: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters = _positive_int("filters", filters)
         self.kernel_size = _positive_int("kernel_size", kernel_size)
         self.strides = _positive_int("strides", strides)
+        check_seed(seed)
+        self.seed = seed
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
@@ -112,7 +121,7 @@ class StdConv2D(keras.layers.Layer):
             raise ValueError(f"StdConv2D needs a static channel count. Received: {input_shape}")
         self.kernel = self.add_weight(
             shape=(self.kernel_size, self.kernel_size, channels, self.filters),
-            initializer="lecun_normal",
+            initializer=keras.initializers.LecunNormal(seed=self.seed),
             # Standardised in the variable's dtype (float32 under mixed precision), then cast.
             autocast=False,
             name="kernel",
@@ -128,18 +137,17 @@ class StdConv2D(keras.layers.Layer):
         return ops.convert_to_numpy(standardize_kernel(self.kernel)).astype(np.float32)
 
     def compute_output_shape(self, input_shape):
-        batch, height, width = input_shape[:3]
-        return (
-            batch,
-            _same_size(height, self.strides),
-            _same_size(width, self.strides),
-            self.filters,
-        )
+        return _strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides}
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "seed": self.seed,
+            }
         )
         return config
 
@@ -200,18 +208,27 @@ class GroupNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
         self.built = True
 
-    def call(self, x):
+    def call(self, x, form: GraphForm = "keras"):
+        """`form="edgetpu"` takes the means as SUM times `1 / n` (the Edge TPU's MEAN
+        reduces height and width only); the other `GRAPH_FORMS` compute MEAN."""
+        if form not in GRAPH_FORMS:
+            raise ValueError(f"Expected `form` to be one of {GRAPH_FORMS}. Received: form={form!r}")
         dtype = x.dtype
         if dtype in ("float16", "bfloat16"):
             x = ops.cast(x, "float32")
         shape = ops.shape(x)
         channels = x.shape[-1]
         grouped = ops.reshape(x, (-1, shape[1] * shape[2], self.groups, channels // self.groups))
-        mean = ops.mean(grouped, axis=(1, 3), keepdims=True)
-        centered = grouped - mean
+
+        def mean(t):
+            if form != "edgetpu":
+                return ops.mean(t, axis=(1, 3), keepdims=True)
+            return ops.sum(t, axis=(1, 3), keepdims=True) * (1.0 / (t.shape[1] * t.shape[3]))
+
+        centered = grouped - mean(grouped)
         # A product rather than `square`: the converter fuses `square(x - mean)` into
         # SQUARED_DIFFERENCE, which TFLite's int16x8 kernels lack.
-        variance = ops.mean(centered * centered, axis=(1, 3), keepdims=True)
+        variance = mean(centered * centered)
         y = ops.reshape(centered * ops.rsqrt(variance + self.epsilon), shape)
         y = y * ops.cast(self.gamma, y.dtype) + ops.cast(self.beta, y.dtype)
         return ops.cast(y, dtype)
@@ -242,6 +259,7 @@ class BottleneckUnit(keras.layers.Layer):
     Args:
         features: bottleneck width; the unit outputs `4 * features` channels.
         strides: stride of the 3x3 convolution and of the projection.
+        seed: seed of the convolutions' initialisers, or None.
         **kwargs: standard layer arguments such as `name` and `dtype`.
 
     Input shape:
@@ -256,25 +274,25 @@ class BottleneckUnit(keras.layers.Layer):
     TensorShape([1, 4, 4, 128])
     """
 
-    def __init__(self, features: int, strides: int = 1, **kwargs):
+    def __init__(self, features: int, strides: int = 1, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.features = _positive_int("features", features)
         self.strides = _positive_int("strides", strides)
+        check_seed(seed)
+        self.seed = seed
         self.input_spec = keras.layers.InputSpec(ndim=4)
         out = EXPANSION * self.features
         policy = self.dtype_policy
-        self.conv1 = StdConv2D(self.features, 1, dtype=policy, name="conv1")
+        self.conv1 = StdConv2D(self.features, 1, seed=sub_seed(seed, 1), dtype=policy, name="conv1")
         self.gn1 = GroupNorm(dtype=policy, name="gn1")
-        self.conv2 = StdConv2D(self.features, 3, strides=self.strides, dtype=policy, name="conv2")
+        self.conv2 = StdConv2D(
+            self.features, 3, self.strides, seed=sub_seed(seed, 2), dtype=policy, name="conv2"
+        )
         self.gn2 = GroupNorm(dtype=policy, name="gn2")
-        self.conv3 = StdConv2D(out, 1, dtype=policy, name="conv3")
+        self.conv3 = StdConv2D(out, 1, seed=sub_seed(seed, 3), dtype=policy, name="conv3")
         self.gn3 = GroupNorm(gamma_initializer="zeros", dtype=policy, name="gn3")
         self.conv_proj = None
         self.gn_proj = None
-
-    def needs_projection(self, channels: int) -> bool:
-        """Whether the residual of an input with `channels` channels is projected."""
-        return channels != EXPANSION * self.features or self.strides != 1
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -282,11 +300,12 @@ class BottleneckUnit(keras.layers.Layer):
             raise ValueError(
                 f"BottleneckUnit needs a static channel count. Received: {input_shape}"
             )
-        if self.needs_projection(channels):
+        if channels != EXPANSION * self.features or self.strides != 1:  # the residual changes
             self.conv_proj = StdConv2D(
                 EXPANSION * self.features,
                 1,
                 strides=self.strides,
+                seed=sub_seed(self.seed, 4),
                 dtype=self.dtype_policy,
                 name="conv_proj",
             )
@@ -308,68 +327,64 @@ class BottleneckUnit(keras.layers.Layer):
         projection = [self.conv_proj, self.gn_proj] if self.conv_proj is not None else []
         return self.branch_layers() + projection
 
-    def call(self, x):
+    def call(self, x, form: GraphForm = "keras"):
         residual = x
         if self.conv_proj is not None:
-            residual = self.gn_proj(self.conv_proj(x))
-        y = ops.relu(self.gn1(self.conv1(x)))
-        y = ops.relu(self.gn2(self.conv2(y)))
-        y = self.gn3(self.conv3(y))
+            residual = self.gn_proj(self.conv_proj(x), form=form)
+        y = ops.relu(self.gn1(self.conv1(x), form=form))
+        y = ops.relu(self.gn2(self.conv2(y), form=form))
+        y = self.gn3(self.conv3(y), form=form)
         return ops.relu(residual + y)
 
     def compute_output_shape(self, input_shape):
-        batch, height, width = input_shape[:3]
-        return (
-            batch,
-            _same_size(height, self.strides),
-            _same_size(width, self.strides),
-            EXPANSION * self.features,
-        )
+        return _strided_shape(input_shape, self.strides, EXPANSION * self.features)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"features": self.features, "strides": self.strides})
+        config.update({"features": self.features, "strides": self.strides, "seed": self.seed})
         return config
 
 
-def stem_channels(layers: tuple[int, ...], width: float) -> tuple[int, int]:
+def stem_channels(
+    layers: tuple[int, ...], width: float, names: tuple[str, str] = ("layers", "width")
+) -> tuple[int, int]:
     """Channels of the root convolution and of the stem's output feature map.
 
     Args:
         layers: units per stage (`()` for the root only).
         width: multiplier of the 64 base channels.
+        names: the argument names the error messages use (the model's are
+            `("resnet_layers", "resnet_width")`).
 
     Returns:
         `(root_channels, output_channels)`.
+
+    Raises:
+        ValueError: `layers` is not a tuple or list of positive ints, or `64 * width` is not
+            a multiple of 32 (one line naming the argument).
 
     Example:
     >>> keras_vit.resnet.stem_channels((3, 4, 9), 1.0)
     (64, 1024)
     """
-    layers = _check_layers(layers)
-    root = _root_channels(width)
-    if not layers:
-        return root, root
-    return root, EXPANSION * root * 2 ** (len(layers) - 1)
-
-
-def _check_layers(layers) -> tuple[int, ...]:
+    layers_name, width_name = names
     if isinstance(layers, (str, bytes)) or not isinstance(layers, (tuple, list)):
         raise ValueError(
-            f"Expected `layers` to be a tuple of units per stage. Received: layers={layers!r}"
+            f"Expected `{layers_name}` to be a tuple of units per stage. "
+            f"Received: {layers_name}={layers!r}"
         )
-    return tuple(_positive_int("layers", n) for n in layers)
-
-
-def _root_channels(width) -> int:
-    width = _positive_float("width", width)
+    layers = tuple(_positive_int(layers_name, n) for n in layers)
+    width = _positive_float(width_name, width)
     root = BASE_WIDTH * width
     if root != int(root) or int(root) % GN_GROUPS:
         raise ValueError(
-            f"Expected `width` such that 64 * width is a multiple of {GN_GROUPS} "
-            f"(GroupNorm groups), e.g. 0.5, 1, 2. Received: width={width}"
+            f"Expected `{width_name}` such that 64 * {width_name} is a multiple of "
+            f"{GN_GROUPS} (GroupNorm groups), e.g. 0.5, 1, 2. Received: {width_name}={width}"
         )
-    return int(root)
+    root = int(root)
+    if not layers:
+        return root, root
+    return root, EXPANSION * root * 2 ** (len(layers) - 1)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -386,6 +401,7 @@ class ResNetStem(keras.layers.Layer):
     Args:
         layers: units per stage; `(3, 4, 9)` is the stem of R50+ViT-B/16, `()` the root only.
         width: multiplier of the 64 base channels; `64 * width` must be a multiple of 32.
+        seed: seed of the convolutions' initialisers, or None.
         **kwargs: standard layer arguments such as `name` and `dtype`.
 
     Input shape:
@@ -401,13 +417,24 @@ class ResNetStem(keras.layers.Layer):
     TensorShape([1, 4, 4, 256])
     """
 
-    def __init__(self, layers: tuple[int, ...] = (3, 4, 9), width: float = 1.0, **kwargs):
+    def __init__(
+        self,
+        layers: tuple[int, ...] = (3, 4, 9),
+        width: float = 1.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         root, _ = stem_channels(layers, width)
-        self.stage_sizes = _check_layers(layers)
+        check_seed(seed)
+        self.stage_sizes = tuple(int(n) for n in layers)
         self.width = float(width)
+        self.seed = seed
         self.input_spec = keras.layers.InputSpec(ndim=4)
-        self.conv_root = StdConv2D(root, 7, strides=2, dtype=self.dtype_policy, name="conv_root")
+        policy = self.dtype_policy
+        self.conv_root = StdConv2D(
+            root, 7, strides=2, seed=sub_seed(seed, 0), dtype=policy, name="conv_root"
+        )
         self.gn_root = GroupNorm(dtype=self.dtype_policy, name="gn_root")
         self.units = []
         for i, units in enumerate(self.stage_sizes):
@@ -416,7 +443,8 @@ class ResNetStem(keras.layers.Layer):
                     BottleneckUnit(
                         root * 2**i,
                         strides=2 if i > 0 and j == 0 else 1,
-                        dtype=self.dtype_policy,
+                        seed=sub_seed(seed, 10 * (len(self.units) + 1)),
+                        dtype=policy,
                         name=f"block{i + 1}_unit{j + 1}",
                     )
                 )
@@ -425,22 +453,19 @@ class ResNetStem(keras.layers.Layer):
         self.conv_root.build(input_shape)
         shape = self.conv_root.compute_output_shape(input_shape)
         self.gn_root.build(shape)
-        shape = self._pooled_shape(shape)
+        shape = _strided_shape(shape, 2, shape[3])
         for unit in self.units:
             unit.build(shape)
             shape = unit.compute_output_shape(shape)
         self.built = True
 
-    @staticmethod
-    def _pooled_shape(shape):
-        return (shape[0], _same_size(shape[1], 2), _same_size(shape[2], 2), shape[3])
-
-    def call(self, x):
-        x = ops.relu(self.gn_root(self.conv_root(x)))
+    def call(self, x, form: GraphForm = "keras"):
+        """The feature map; `form` is the GroupNorms' op formulation (`GroupNorm.call`)."""
+        x = ops.relu(self.gn_root(self.conv_root(x), form=form))
         # 'SAME' max-pooling ignores the padding (pads with -inf), as `nn.max_pool`.
         x = ops.max_pool(x, pool_size=3, strides=2, padding="same")
         for unit in self.units:
-            x = unit(x)
+            x = unit(x, form=form)
         return x
 
     def weights_by_name(self) -> dict[str, keras.Variable]:
@@ -463,12 +488,13 @@ class ResNetStem(keras.layers.Layer):
         return named
 
     def compute_output_shape(self, input_shape):
-        shape = self._pooled_shape(self.conv_root.compute_output_shape(input_shape))
+        shape = self.conv_root.compute_output_shape(input_shape)
+        shape = _strided_shape(shape, 2, shape[3])
         for unit in self.units:
             shape = unit.compute_output_shape(shape)
         return shape
 
     def get_config(self):
         config = super().get_config()
-        config.update({"layers": list(self.stage_sizes), "width": self.width})
+        config.update({"layers": list(self.stage_sizes), "width": self.width, "seed": self.seed})
         return config

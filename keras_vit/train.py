@@ -38,12 +38,33 @@ ARCHITECTURE_FLAGS = (
     "num-heads",
     "mlp-dim",
 )
+PLAIN = "none"
 
 OVERWRITE_HELP = (
     "replace the keras-vit run in --output (never a foreign folder); the old run is kept "
     "as <output>.previous until the new run completes its first epoch, and put back if the "
     "new run fails before that"
 )
+
+
+def parse_resnet_layers(text: str) -> tuple[int, ...] | str:
+    """`--resnet-layers`: "3,4,9" (units per stage), "()" (root block only) or "none".
+
+    Returns the stage tuple, or `PLAIN` for "none" (the plain ViT).
+    """
+    text = text.strip()
+    if text.lower() == PLAIN:
+        return PLAIN
+    body = text.removeprefix("(").removesuffix(")").strip().rstrip(",")
+    try:
+        layers = tuple(int(part) for part in body.split(",")) if body else ()
+    except ValueError:
+        layers = None
+    if layers is None or any(n <= 0 for n in layers):
+        raise argparse.ArgumentTypeError(
+            f"expected units per stage such as 3,4,9, or () or none; got {text!r}"
+        )
+    return layers
 
 
 def _augmentation_overrides(args: argparse.Namespace) -> dict:
@@ -76,6 +97,17 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
     )
     for flag in ARCHITECTURE_FLAGS:
         parser.add_argument(f"--{flag}", type=int, help="override the model's " + flag)
+    parser.add_argument(
+        "--resnet-layers",
+        type=parse_resnet_layers,
+        help="a hybrid ViT: ResNet stem units per stage, e.g. 3,4,9; () for the root block "
+        "only; none for the plain ViT",
+    )
+    parser.add_argument(
+        "--resnet-width",
+        type=float,
+        help="multiplier of the ResNet stem's 64 base channels (64 x it a multiple of 32)",
+    )
     parser.add_argument(
         "--weights",
         help="start from these weights: a Google .npz checkpoint, or the run directory of an "
@@ -165,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _make_config(training, args: argparse.Namespace):
     architecture = {flag.replace("-", "_"): None for flag in ARCHITECTURE_FLAGS}
     architecture.update({key: getattr(args, key) for key in architecture})
+    if args.resnet_layers is not None:
+        architecture["resnet_layers"] = None if args.resnet_layers == PLAIN else args.resnet_layers
+    if args.resnet_width is not None:
+        architecture["resnet_width"] = args.resnet_width
     return training.make_config(
         args.dataset,
         data_dir=args.data_dir,

@@ -18,7 +18,7 @@ import inspect
 import os
 from collections.abc import Sequence
 
-from keras_vit import checkpoints
+from keras_vit import checkpoints, hybrid_keys
 from keras_vit.checkpoints.posemb import PosembMethod, parse_grid
 from keras_vit.model import VisionTransformer
 from keras_vit.variant_table import VARIANTS, builder_name, variant_config, variant_of
@@ -32,6 +32,10 @@ __all__ = [
     "ViT_H14",
     "ViT_L16",
     "ViT_L32",
+    "ViT_R26_S32",
+    "ViT_R50_B16",
+    "ViT_R50_L32",
+    "ViT_R_Ti16",
     "ViT_S16",
     "ViT_S32",
     "ViT_Ti16",
@@ -129,7 +133,10 @@ def from_npz(
         config["include_top"] = "num_classes" in overrides
     if config["image_size"] is None and source_grid is not None:
         rows, columns = parse_grid(source_grid, "source_grid")
-        config["image_size"] = (rows * config["patch_size"], columns * config["patch_size"])
+        pixels = config["patch_size"]
+        if config.get("resnet_layers") is not None:
+            pixels *= hybrid_keys.feature_stride(config["resnet_layers"])
+        config["image_size"] = (rows * pixels, columns * pixels)
     elif config["image_size"] is None and "image_size" not in overrides:
         raise checkpoints.CheckpointError(
             f"{path}: the patch grid of its position embedding is not square and not "
@@ -203,3 +210,28 @@ def ViT_L32(num_classes=1000, image_size=224, weights=None, **overrides) -> Visi
 def ViT_H14(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
     """ViT-H/14: width 1280, 32 layers, 16 heads, MLP 5120, 14x14 patches."""
     return _build("H/14", num_classes, image_size, weights, overrides)
+
+
+def ViT_R_Ti16(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
+    """R+ViT-Ti/16: ResNet root block (stride 4), then Ti on 8x8 patches of its feature map.
+
+    Example:
+    >>> keras_vit.ViT_R_Ti16().count_params()
+    6337704
+    """
+    return _build("R+Ti/16", num_classes, image_size, weights, overrides)
+
+
+def ViT_R26_S32(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
+    """R26+ViT-S/32: ResNet-26 stem (stages (2, 2, 2, 2), stride 32), then S on its pixels."""
+    return _build("R26+S/32", num_classes, image_size, weights, overrides)
+
+
+def ViT_R50_B16(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
+    """R50+ViT-B/16: ResNet-50 stem (stages (3, 4, 9), stride 16), then B on its pixels."""
+    return _build("R50+B/16", num_classes, image_size, weights, overrides)
+
+
+def ViT_R50_L32(num_classes=1000, image_size=224, weights=None, **overrides) -> VisionTransformer:
+    """R50+ViT-L/32: ResNet-50 stem (stages (3, 4, 6, 3), stride 32), then L on its pixels."""
+    return _build("R50+L/32", num_classes, image_size, weights, overrides)

@@ -698,3 +698,72 @@ def test_predict_names_the_op_an_old_runtime_lacks(exported, monkeypatch, capsys
         f"error: {model} cannot run here: {needed}, but tflite-runtime 2.14.0 is installed: "
         "pip install ai-edge-litert"
     )
+
+
+# === A hybrid (ResNet stem + ViT) =============================================================
+
+
+@pytest.fixture(scope="module")
+def hybrid_exported(tmp_path_factory):
+    """A tiny hybrid (root block and one stage, width 0.5) fit on digits, then exported."""
+    images, labels = data.digits_arrays("train", 32)
+    model = keras_vit.ViT(
+        num_classes=10, seed=1, **dict(TINY, patch_size=1, resnet_layers=(1,), resnet_width=0.5)
+    )
+    model.compile(
+        keras.optimizers.Adam(2e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x = (images.astype("float32") - 127.5) / 127.5
+    model.fit(x, labels, batch_size=32, epochs=6, shuffle=False, verbose=0)
+    path = tmp_path_factory.mktemp("hybrid") / "ckpt"
+    write_checkpoint(path, model, LABELS, dataset={"source": "digits"})
+    report = tflite.export_tflite(
+        path,
+        path.parent / "tflite",
+        quantize=["float32", "int8", "int8_cpu", "int16x8"],
+        calibration_samples=64,
+        edgetpu=True,
+        latency_runs=1,
+    )
+    return model, Path(report["output_dir"]), report
+
+
+def test_hybrid_float32_and_int8_files(hybrid_exported):
+    model, _, report = hybrid_exported
+    # One GroupNorm after every StdConv2D; the 1x1-patch embedding is a FULLY_CONNECTED.
+    convs = sum(name.endswith("/kernel") for name in model.stem.weights_by_name())
+    f32 = entry(report, "model_float32.tflite")
+    assert f32["top1_agreement"] == 1.0 and f32["max_abs_prob_diff"] < 1e-4
+    # Weight standardisation is folded into the kernels: one CONV_2D per convolution and
+    # no op left computing the kernels (MEAN only in the 2 LayerNorm / GroupNorm statistics).
+    assert f32["op_histogram"]["CONV_2D"] == convs
+    norms = 2 * model.num_layers + 1 + convs
+    assert f32["op_histogram"]["MEAN"] == 2 * norms
+    int8 = entry(report, "model_int8.tflite")
+    assert int8["float_compute_ops"] == 0 and "DEQUANTIZE" not in int8["op_histogram"]
+    assert int8["input"][0]["dtype"] == "uint8" and int8["output"][0]["dtype"] == "uint8"
+    assert int8["top1_agreement"] >= 0.99
+    cpu = entry(report, "model_int8_cpu.tflite")
+    assert set(cpu["float_compute_op_names"]) <= {
+        *tflite.FLOAT_ISLAND_OPS,
+        "DEQUANTIZE",
+        "QUANTIZE",
+    }
+    assert cpu["top1_agreement"] >= 0.99
+    int16 = entry(report, "model_int16x8.tflite")
+    assert int16["float_compute_ops"] == 0 and int16["top1_agreement"] >= 0.99
+
+
+def test_hybrid_edgetpu_file_maps_every_op(hybrid_exported):
+    from export.runtime_versions import parse_version
+
+    _, out, report = hybrid_exported
+    e = entry(report, "model_edgetpu_int8.tflite")
+    assert e["float_compute_ops"] == 0
+    assert e["edgetpu"]["first_unsupported"] is None
+    assert edgetpu_check.check_file(out / "model_edgetpu_int8.tflite").first_unsupported is None
+    assert "MEAN" not in e["op_histogram"] and "BATCH_MATMUL" not in e["op_histogram"]
+    # No op version newer than the tflite-runtime 2.5 that Coral's Edge TPU runtime ships.
+    assert parse_version(e["min_runtime"]) <= parse_version("2.5.0")
+    assert e["top1_agreement"] >= 0.98

@@ -37,6 +37,7 @@ from markdown_blocks import ROOT, blocks, command_key, shell_commands
 
 import keras_vit
 from keras_vit import checkpoints
+from keras_vit.variants import variant_config
 
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -47,7 +48,10 @@ STAND_IN_TRAINING_ARCHITECTURE = dict(
 )
 # Published weights names the `npz` stand-in replaces with its local file.
 PUBLISHED_WEIGHTS = re.compile(r"""weights=(["'])(imagenet21k[^"']*|sam|augreg[^"']*)\1""")
-BUILDER_CALL = re.compile(r"\bkeras_vit\.(ViT_[A-Za-z]+\d+)\(")
+BUILDER_CALL = re.compile(r"\bkeras_vit\.(ViT_(?:R\d*_)?[A-Za-z]+\d+)\(")
+# A hybrid builder's stand-in keeps a stem, the smallest: the root block at half width
+# (stride 4), under 1x1 patches.
+STAND_IN_STEM = dict(patch_size=1, resnet_layers=(), resnet_width=0.5)
 
 # API the examples document that lands with another branch of this round: a block using any
 # of these is expected to fail until then (strict, so the lead sees it flip at the merge).
@@ -114,7 +118,10 @@ def stand_in_size(size):
 def stand_in_variant(name: str, image_size=224, **kwargs):
     """The named builder with the tiny architecture at a smaller size (see the docstring)."""
     builder = getattr(keras_vit, name)
-    return builder(image_size=stand_in_size(image_size), **kwargs, **STAND_IN_ARCHITECTURE)
+    architecture = dict(STAND_IN_ARCHITECTURE)
+    if "resnet_layers" in variant_config(name):
+        architecture.update(STAND_IN_STEM)
+    return builder(image_size=stand_in_size(image_size), **kwargs, **architecture)
 
 
 def tiny_checkpoint(path: Path) -> Path:

@@ -75,23 +75,26 @@ def test_stem_reproduces_the_flax_feature_map(case):
 
 
 @pytest.mark.parametrize("case", LOGIT_CASES)
-def test_stem_then_plain_vit_reproduces_the_flax_hybrid_logits(case, tmp_path):
-    # The embedding is a conv with kernel = stride = patch size on the feature map, so the
-    # hybrid is the stem followed by a plain ViT whose "image" is the feature map.
+def test_hybrid_reproduces_the_flax_logits(case, tmp_path):
+    # The whole hybrid, loaded from the original layout: at the native size and at a changed
+    # one (the position embedding resized from the file's grid).
     info = META["cases"][case]
-    config = dict(synthetic.CONFIGS[info["config"]])
-    arrays = weights_of(info["config"])
-    stem = load_stem(arrays)
-    features = stem(case_images(case))
-    layers, width = config.pop("resnet_layers"), config.pop("resnet_width")
-    _, channels = stem_channels(layers, width)
-    grid_pixels = tuple(g * config["patch_size"] for g in info["grid"])
-    plain = keras_vit.ViT(**dict(config, image_size=grid_pixels), num_channels=channels)
-    path = tmp_path / "plain.npz"
-    np.savez(path, **hybrid_keys.split_stem(arrays)[1])
-    checkpoints.load_npz(plain, path, source_grid=tuple(info["source_grid"]))
-    diff = np.abs(numpy(plain(features, training=False)) - GOLDENS[f"{case}/logits"]).max()
-    assert diff <= 1e-5, f"{case}: max |logit - golden| = {diff:.3g}"
+    config = dict(synthetic.CONFIGS[info["config"]], image_size=tuple(info["image_size"]))
+    path = tmp_path / "hybrid.npz"
+    np.savez(path, **weights_of(info["config"]))
+    model = keras_vit.ViT(**config)
+    summary = checkpoints.load_npz(model, path, source_grid=tuple(info["source_grid"]))
+    assert model.grid_size == tuple(info["grid"])
+    assert (summary.posemb_resized is None) == (info["grid"] == info["source_grid"])
+    images = case_images(case)
+    expected = GOLDENS[f"{case}/logits"]
+    # from_npz reads the architecture (stem included) from the file itself.
+    built = keras_vit.from_npz(path, image_size=tuple(info["image_size"]))
+    assert built.get_config() == dict(model.get_config(), name=built.name)
+    outputs = (model(images), model.predict(images, verbose=0), model.forward(images))
+    for actual in (*outputs, built(images)):
+        diff = np.abs(numpy(actual) - expected).max()
+        assert diff <= 1e-5, f"{case}: max |logit - golden| = {diff:.3g}"
 
 
 def test_goldens_detect_timm_weight_standardisation(monkeypatch):
@@ -371,3 +374,14 @@ def test_hybrid_keys_imports_numpy_only():
     }
     modules |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert modules <= {"__future__", "re", "collections.abc", "numpy"}, modules
+
+
+def test_graph_forms_compute_the_same_stem():
+    # "edgetpu" takes GroupNorm's means as SUM x 1/n; the function is the same.
+    stem = load_stem(weights_of("tiny_r2"))
+    x = case_images("tiny_r2/native")
+    expected = numpy(stem(x))
+    for form in ("tflite", "edgetpu"):
+        np.testing.assert_allclose(numpy(stem(x, form=form)), expected, atol=1e-4, err_msg=form)
+    with pytest.raises(ValueError, match="form='onnx'"):
+        GroupNorm(groups=4)(np.zeros((1, 2, 2, 8), "float32"), form="onnx")

@@ -14,8 +14,13 @@ EXPECTED_PARAMS = {
     "L/16": 304_326_632,
     "L/32": 306_535_400,
     "H/14": 632_045_800,
+    # The hybrids, as counted from the Flax modules (tests/fixtures/make_hybrid_goldens.py).
+    "R+Ti/16": 6_337_704,
+    "R26+S/32": 36_431_912,
+    "R50+B/16": 98_659_112,
+    "R50+L/32": 328_994_856,
 }
-LARGE = {"L/16", "L/32", "H/14"}
+LARGE = {"L/16", "L/32", "H/14", "R50+B/16", "R50+L/32"}
 
 
 def test_table_has_the_papers_variants():
@@ -49,6 +54,9 @@ def test_builders_merge_overrides():
 def test_variant_config_accepts_both_spellings():
     assert variant_config("B/16") == variant_config("ViT_B16")
     assert variant_config("ViT_Ti16")["hidden_size"] == 192
+    assert variant_config("R50+B/16") == variant_config("ViT_R50_B16")
+    assert variant_config("ViT_R_Ti16")["resnet_layers"] == ()
+    assert builder_name("R26+S/32") == "ViT_R26_S32"
     with pytest.raises(ValueError, match="Unknown ViT variant 'B/17'"):
         variant_config("B/17")
 

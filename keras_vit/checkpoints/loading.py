@@ -17,6 +17,7 @@ from types import MappingProxyType
 import keras
 import numpy as np
 
+from keras_vit import hybrid_keys
 from keras_vit.checkpoints.mapping import (
     HEAD_KEYS,
     POSEMB_KEY,
@@ -96,10 +97,11 @@ def _check_architecture(model: VisionTransformer, arrays: dict[str, np.ndarray],
             f"{path} has hidden size {kernel.shape[3]} but the model has "
             f"hidden_size={model.hidden_size}"
         )
-    if kernel.shape[2] != model.num_channels:
+    if kernel.shape[2] != model.embedding_channels:
+        what = "num_channels" if model.stem is None else "a stem feature map of"
         raise CheckpointError(
-            f"{path} has {kernel.shape[2]} input channels but the model has "
-            f"num_channels={model.num_channels}"
+            f"{path} has {kernel.shape[2]} input channels in 'embedding/kernel' but the model "
+            f"has {what}={model.embedding_channels}"
         )
     blocks = {i for key in arrays if (i := block_index(key)) is not None}
     if blocks and len(blocks) != model.num_layers:
@@ -120,6 +122,45 @@ def _check_architecture(model: VisionTransformer, arrays: dict[str, np.ndarray],
             f"{path} has {found} but the model has pooling={model.pooling!r}; build it with "
             f"pooling={'token' if has_cls else 'gap'!r}"
         )
+
+
+def _stem_assignments(
+    model: VisionTransformer, stem_arrays: dict[str, np.ndarray], path
+) -> list[tuple[keras.Variable, np.ndarray]]:
+    """The ResNet stem's (variable, value) pairs, every key and shape checked.
+
+    Raises:
+        CheckpointError: a hybrid file for a plain model or the reverse, another stem depth
+            or width, or a missing, unexpected or misshapen stem key (one line).
+    """
+    if model.stem is None and not stem_arrays:
+        return []
+    try:
+        found = hybrid_keys.stem_config(stem_arrays) if stem_arrays else None
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    if found is not None:
+        found = f"resnet_layers={found[0]}, resnet_width={found[1]}"
+    if model.stem is None:
+        raise CheckpointError(
+            f"{path} is a hybrid checkpoint (a ResNet stem with {found}) but the model has "
+            "resnet_layers=None; build it with those or use keras_vit.from_npz"
+        )
+    ours = f"resnet_layers={model.resnet_layers}, resnet_width={model.resnet_width}"
+    if found is None:
+        raise CheckpointError(
+            f"{path} is a plain ViT checkpoint (no ResNet stem) but the model is a hybrid ({ours})"
+        )
+    if found != ours:
+        raise CheckpointError(f"{path} has a ResNet stem with {found} but the model has {ours}")
+    named = model.stem.weights_by_name()
+    try:
+        values = hybrid_keys.stem_from_checkpoint(
+            stem_arrays, {name: tuple(v.shape) for name, v in named.items()}
+        )
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    return [(named[name], value.astype(named[name].dtype)) for name, value in values.items()]
 
 
 @dataclass
@@ -282,6 +323,10 @@ def load_npz(
       dropped with a log line, and so is the head trained on top of it.
     - When the model's patch grid differs from the file's, the position embedding is
       resampled on the 2-D grid with `resample_posemb` (the class-token position is kept).
+    - A hybrid's ResNet stem (`conv_root`, `gn_root`, `block{i}/unit{j}/...`) loads
+      through `keras_vit.hybrid_keys`; the file's stem must be the model's (same
+      `resnet_layers` and `resnet_width`), and a hybrid file does not load into a plain
+      model or the reverse.
 
     Args:
         model: a `VisionTransformer` (patch size, hidden size, depth, heads, MLP width and
@@ -311,7 +356,8 @@ def load_npz(
         )
     path = Path(path)
     plan = _Plan(expected=model_weights(model))
-    arrays = read_checkpoint_arrays(path)
+    stem_arrays, arrays = hybrid_keys.split_stem(read_checkpoint_arrays(path))
+    stem_assignments = _stem_assignments(model, stem_arrays, path)
     _check_architecture(model, arrays, path)
     grid = _source_grid(path, source_grid)
     _plan_pre_logits(plan, arrays)
@@ -320,12 +366,13 @@ def load_npz(
     assignments, posemb_resized = _assignments(plan, model, available, path, posemb_method, grid)
     for note in plan.notes:  # logged once everything is validated, so only for a real load
         logger.info("%s: %s", path.name, note)
+    assignments += stem_assignments
     for variable, value in assignments:
         variable.assign(value)
     logger.info("Loaded %d arrays from %s into %s", len(assignments), path, model.name)
     return LoadSummary(
         path=path,
-        loaded=tuple(sorted(plan.expected)),
+        loaded=tuple(sorted([*plan.expected, *stem_arrays])),
         dropped=MappingProxyType(plan.dropped),
         head_loaded=plan.head_loaded,
         posemb_resized=posemb_resized,

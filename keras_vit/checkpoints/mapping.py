@@ -16,6 +16,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from keras_vit import hybrid_keys
+
 POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
 HEAD_KEYS = ("head/kernel", "head/bias")
 PRE_LOGITS_KEYS = ("pre_logits/kernel", "pre_logits/bias")
@@ -233,7 +235,10 @@ def architecture_from_arrays(
         A dict with `image_size` (None when `grid` is None and the number of positions is
         not a square, so the grid cannot be known), `patch_size`, `hidden_size`,
         `num_layers`, `num_heads`, `mlp_dim`, `num_channels`, `pooling`,
-        `representation_size` and `num_classes` (None when the file has no head).
+        `representation_size` and `num_classes` (None when the file has no head); for a
+        hybrid (ResNet stem keys, see `keras_vit.hybrid_keys`) also `resnet_layers` and
+        `resnet_width`, with `image_size` the grid times the patch size times the stem's
+        stride and `num_channels` the image channels of `conv_root`.
 
     Raises:
         ValueError: a key the architecture needs is missing or has an unexpected shape.
@@ -256,8 +261,15 @@ def architecture_from_arrays(
         raise ValueError(f"the patch grid {grid[0]}x{grid[1]} does not hold {positions} positions")
     pre_logits = arrays.get("pre_logits/kernel")
     head = arrays.get("head/kernel")
+    stem = {}
+    pixels = patch_size
+    if hybrid_keys.is_hybrid(arrays):
+        layers, width = hybrid_keys.stem_config(arrays)
+        num_channels = int(np.shape(arrays["conv_root/kernel"])[2])
+        pixels *= hybrid_keys.feature_stride(layers)
+        stem = {"resnet_layers": layers, "resnet_width": width}
     return {
-        "image_size": None if grid is None else (grid[0] * patch_size, grid[1] * patch_size),
+        "image_size": None if grid is None else (grid[0] * pixels, grid[1] * pixels),
         "patch_size": patch_size,
         "hidden_size": hidden_size,
         "num_layers": len(blocks),
@@ -267,6 +279,7 @@ def architecture_from_arrays(
         "pooling": pooling,
         "representation_size": None if pre_logits is None else int(pre_logits.shape[-1]),
         "num_classes": None if head is None else int(head.shape[-1]),
+        **stem,
     }
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_vit import atomic
+from keras_vit import atomic, hybrid_keys
 from keras_vit.checkpoints.mapping import (
     ReshapeSizes,
     architecture_from_arrays,
@@ -185,12 +185,15 @@ def read_architecture(path: str | os.PathLike) -> dict:
 def model_weights(model: VisionTransformer) -> dict[str, tuple[keras.Variable, str, str]]:
     """Original key -> (our variable, our path, rule), for the weights `model` has.
 
+    A hybrid's ResNet stem is left out: its keys are `keras_vit.hybrid_keys`'.
+
     Raises:
         TypeError: `model` is not a `VisionTransformer`.
     """
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"Expected a keras_vit VisionTransformer. Received: {type(model).__name__}")
-    ours = {weight.path: weight for weight in model.weights}
+    stem = () if model.stem is None else {id(weight) for weight in model.stem.weights}
+    ours = {weight.path: weight for weight in model.weights if id(weight) not in stem}
     mapping = {}
     for path, original, rule in expand_weight_map(model.num_layers):
         if path in ours:
@@ -202,13 +205,14 @@ def model_weights(model: VisionTransformer) -> dict[str, tuple[keras.Variable, s
 
 def reshape_sizes(model: VisionTransformer) -> ReshapeSizes:
     """The sizes the `WEIGHT_MAP` reshapes of `model` need."""
-    return ReshapeSizes(model.patch_size, model.num_channels, model.num_heads)
+    return ReshapeSizes(model.patch_size, model.embedding_channels, model.num_heads)
 
 
 def save_npz(model: VisionTransformer, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Writes `model`'s weights as an original ViT `.npz` checkpoint.
 
-    The keys and shapes are those of Google's released files (see `WEIGHT_MAP`), float32,
+    The keys and shapes are those of Google's released files (see `WEIGHT_MAP`, and
+    `keras_vit.hybrid_keys` for a hybrid's ResNet stem), float32,
     without a prefix, so the file loads with `load_npz`, with the original
     `vit_jax.checkpoint.load` and with timm's `.npz` loader. The model's patch grid is
     recorded in the zip comment, which those readers ignore. The file is written atomically.
@@ -232,6 +236,9 @@ def save_npz(model: VisionTransformer, path: str | os.PathLike, overwrite: bool 
         key: to_original(rule, keras.ops.convert_to_numpy(variable), sizes).astype(np.float32)
         for key, (variable, _, rule) in sorted(expected.items())
     }
+    if model.stem is not None:
+        stem = {n: keras.ops.convert_to_numpy(v) for n, v in model.stem.weights_by_name().items()}
+        arrays.update(hybrid_keys.stem_to_checkpoint(stem))
     rows, columns = model.grid_size
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_open(path) as handle:

@@ -41,6 +41,9 @@ _AUGREG = MappingProxyType(
         "B/16": "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0",
         "B/32": "B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0",
         "L/16": "L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0",
+        "R+Ti/16": "R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0",
+        "R26+S/32": "R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0",
+        "R50+L/32": "R50_L_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1",
     }
 )
 _AUGREG_IMAGENET2012 = MappingProxyType(
@@ -51,6 +54,9 @@ _AUGREG_IMAGENET2012 = MappingProxyType(
         "B/16": "--imagenet2012-steps_20k-lr_0.03-res_384",
         "B/32": "--imagenet2012-steps_20k-lr_0.01-res_384",
         "L/16": "--imagenet2012-steps_20k-lr_0.01-res_384",
+        "R+Ti/16": "--imagenet2012-steps_20k-lr_0.03-res_384",
+        "R26+S/32": "--imagenet2012-steps_20k-lr_0.01-res_384",
+        "R50+L/32": "--imagenet2012-steps_20k-lr_0.01-res_384",
     }
 )
 
@@ -66,6 +72,7 @@ PRETRAINED: Mapping[str, Mapping[str, str]] = MappingProxyType(
                 "L/16": "ViT-L_16",
                 "L/32": "ViT-L_32",
                 "H/14": "ViT-H_14",
+                "R50+B/16": "R50+ViT-B_16",
             },
         ),
         # ImageNet-21k pre-training, ImageNet-1k fine-tuning (1,000 classes), 384 px.
@@ -77,6 +84,7 @@ PRETRAINED: Mapping[str, Mapping[str, str]] = MappingProxyType(
                 "B/32": "ViT-B_32",
                 "L/16": "ViT-L_16",
                 "L/32": "ViT-L_32",
+                "R50+B/16": "R50+ViT-B_16",
             },
         ),
         # The same, fine-tuned at 224 px.

@@ -51,7 +51,8 @@ class TrainConfig:
         data_dir: tensorflow-datasets data folder, or None.
         model: a variant name (`"ViT_Ti16"`, `"B/16"`), or None for explicit sizes.
         architecture: `image_size`, `patch_size`, `hidden_size`, `num_layers`,
-            `num_heads`, `mlp_dim` (for a variant: its sizes with the overrides applied).
+            `num_heads`, `mlp_dim`, and for a hybrid `resnet_layers` and `resnet_width`
+            (for a variant: its sizes with the overrides applied).
         weights: pretrained weights passed to the model builder as `weights=`, or None.
         recipe: recipe name.
         epochs, batch_size, learning_rate, weight_decay, momentum, global_clipnorm,
@@ -136,10 +137,13 @@ def _check_run_numbers(epochs, batch_size, learning_rate) -> None:
 
 def _architecture(model: str | None, overrides: dict | None, weights: str | None) -> dict:
     """The model sizes: the variant's (or `SMALL_MODEL`, or a run directory's) + overrides."""
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    # resnet_layers=None is a value (the plain ViT), not "unset".
+    overrides = {
+        k: v for k, v in (overrides or {}).items() if v is not None or k == "resnet_layers"
+    }
     if weights is not None and Path(weights).is_dir() and model is None:
         stored = read_run_dir(weights).config["model"]
-        arch = {key: stored[key] for key in ARCHITECTURE_KEYS}
+        arch = {key: stored[key] for key in ARCHITECTURE_KEYS if key in stored}
     elif model is None:
         arch = dict(SMALL_MODEL)
     else:
@@ -148,6 +152,11 @@ def _architecture(model: str | None, overrides: dict | None, weights: str | None
     unknown = set(arch) - set(ARCHITECTURE_KEYS)
     if unknown:
         raise ValueError(f"Unknown architecture keys: {', '.join(sorted(unknown))}")
+    if "resnet_width" in overrides and arch.get("resnet_layers") is None:
+        raise ValueError(
+            "`resnet_width` sizes a hybrid's ResNet stem; give `resnet_layers` too (e.g. "
+            f"--resnet-layers 3,4,9). Received: resnet_width={overrides['resnet_width']!r}"
+        )
     return arch
 
 

@@ -32,7 +32,9 @@ SMALL_MODEL = {
     "num_heads": 4,
     "mlp_dim": 192,
 }
-ARCHITECTURE_KEYS = tuple(SMALL_MODEL)
+# The sizes above, and a hybrid's ResNet stem (`VisionTransformer`'s `resnet_layers`, None
+# for the plain ViT, and `resnet_width`).
+ARCHITECTURE_KEYS = (*SMALL_MODEL, "resnet_layers", "resnet_width")
 
 
 @dataclass(frozen=True)

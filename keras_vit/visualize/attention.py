@@ -268,7 +268,7 @@ def mean_attention_distance(
         distance = attention_distance(
             np.stack(batch),
             model.grid_size,
-            model.patch_size,
+            model.token_size,
             has_class_token=bool(class_token_count(model)),
             renormalize=renormalize,
         )

@@ -87,6 +87,11 @@ def patch_embedding_components(model: VisionTransformer, n: int = 28) -> Compone
     (6, 8, 8, 3)
     """
     check_vit(model)
+    if model.stem is not None:
+        raise ValueError(
+            f"Model '{model.name}' is a hybrid: its patch embedding reads the ResNet stem's "
+            "feature map, so its filters are not images"
+        )
     kernel = model.get_layer("patch_encoder").projection.kernel.numpy().astype("float64")
     filters = kernel.T
     limit = min(filters.shape)

@@ -190,7 +190,7 @@ class _Analyses(NamedTuple):
     rollout: np.ndarray  # upsampled to the image, (batch, height, width)
     distances: np.ndarray
     predictions: list[dict]
-    components: object  # embeddings.Components
+    components: object  # embeddings.Components, None for a hybrid
 
 
 def _analyses(model, raw: np.ndarray, labels: Sequence[str], head_fusion: HeadFusion):
@@ -202,15 +202,18 @@ def _analyses(model, raw: np.ndarray, labels: Sequence[str], head_fusion: HeadFu
     attentions = attention_maps(model, images)
     grid = rollout_grid(model, rollout_from_attention(attentions, head_fusion))
     distances = attention_distance(
-        np.stack(attentions), model.grid_size, model.patch_size, bool(class_token_count(model))
+        np.stack(attentions), model.grid_size, model.token_size, bool(class_token_count(model))
     )
-    pixels = model.patch_size**2 * model.num_channels
+    components = None  # a hybrid's patch filters read the stem's feature map, not pixels
+    if model.stem is None:
+        pixels = model.patch_size**2 * model.num_channels
+        components = patch_embedding_components(model, n=min(28, model.hidden_size, pixels))
     return _Analyses(
         attentions=attentions,
         rollout=upsample(grid, model.image_size),
         distances=distances,
         predictions=_predictions(model, images, labels),
-        components=patch_embedding_components(model, n=min(28, model.hidden_size, pixels)),
+        components=components,
     )
 
 
@@ -239,12 +242,15 @@ def _write_model_plots(folder: Path, model, analyses: _Analyses, image_count: in
     plot_position_embedding_similarity(
         position_embedding_similarity(model), folder / "position_embedding_similarity.png"
     )
-    plot_patch_embedding_components(analyses.components, folder / "patch_embedding_components.png")
+    if analyses.components is not None:
+        plot_patch_embedding_components(
+            analyses.components, folder / "patch_embedding_components.png"
+        )
     plot_mean_attention_distance(
         analyses.distances,
         folder / "mean_attention_distance.png",
         image_size=model.image_size,
-        uniform_distance=float(patch_distances(model.grid_size, model.patch_size).mean()),
+        uniform_distance=float(patch_distances(model.grid_size, model.token_size).mean()),
         title=f"Mean attention distance over {image_count} image(s)",
     )
 
@@ -253,7 +259,8 @@ def _write_summary(folder: Path, run_path, image_paths, head_fusion, analyses: _
     """`summary.json`: predictions and the figures behind the plots."""
     from keras_vit.atomic import atomic_write_json
 
-    explained = analyses.components.explained_variance_ratio
+    components = analyses.components
+    explained = None if components is None else components.explained_variance_ratio.round(6)
     atomic_write_json(
         folder / SUMMARY_FILE,
         {
@@ -262,7 +269,7 @@ def _write_summary(folder: Path, run_path, image_paths, head_fusion, analyses: _
             "predictions": analyses.predictions,
             "head_fusion": head_fusion,
             "mean_attention_distance_pixels": analyses.distances.round(4).tolist(),
-            "patch_embedding_explained_variance": explained.round(6).tolist(),
+            "patch_embedding_explained_variance": None if explained is None else explained.tolist(),
         },
     )
 
