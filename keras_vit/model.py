@@ -25,32 +25,21 @@ checks them all; the computation itself is `_forward`, the one forward pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import keras
 import numpy as np
 
 from keras_vit.hybrid_keys import feature_stride
-from keras_vit.layers import (
-    GELU_FORMS,
-    GeluForm,
-    GraphForm,
-    LayerNorm,
-    PatchEncoder,
-    Patches,
-    TokenPooling,
-    TransformerBlock,
-)
+from keras_vit.layers import GELU_FORMS, GeluForm, GraphForm
 from keras_vit.logits_loss import check_logits_loss
+from keras_vit.parts import PIXEL_MEAN, PIXEL_STD, build_parts, built, forward
 from keras_vit.resnet import ResNetStem, stem_channels
 from keras_vit.validation import check_positive_int, check_rate, check_seed, sub_seed
 
 Pooling = Literal["token", "gap"]
 
-PIXEL_MEAN = 127.5
-PIXEL_STD = 127.5
-"""`include_preprocessing=True` maps RGB pixels 0..255 to `(pixel - PIXEL_MEAN) / PIXEL_STD`,
-the [-1, 1] range Google's checkpoints were trained on."""
+__all__ = ["PIXEL_MEAN", "PIXEL_STD", "VisionTransformer"]
 
 
 def _image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -67,67 +56,6 @@ def _image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
         "Expected `image_size` to be a positive int or a (height, width) pair of positive "
         f"ints. Received: image_size={image_size!r}"
     )
-
-
-class _Parts(NamedTuple):
-    """The model's layers in the order of the computation (None where a model has none)."""
-
-    preprocessing: keras.layers.Layer | None
-    resnet: ResNetStem | None
-    patches: Patches
-    patch_encoder: PatchEncoder
-    embedding_dropout: keras.layers.Dropout
-    blocks: tuple[TransformerBlock, ...]
-    encoder_norm: LayerNorm
-    pooling: TokenPooling
-    pre_logits: keras.layers.Dense | None
-    head: keras.layers.Dense | None
-    predictions: keras.layers.Activation | None
-
-
-def _built(layer: keras.layers.Layer, input_shape: tuple) -> keras.layers.Layer:
-    layer.build(input_shape)
-    return layer
-
-
-def _forward(
-    parts: _Parts,
-    images,
-    training=None,
-    class_token_only_last: bool = False,
-    form: GraphForm = "keras",
-    class_row_norm=None,
-    return_attention_scores: bool = False,
-):
-    """The ViT's computation over `parts`; see `VisionTransformer.forward`."""
-    if parts.preprocessing is not None:
-        images = parts.preprocessing(images)
-    if parts.resnet is not None:
-        images = parts.resnet(images, form=form)
-    if form == "edgetpu":  # the patch embedding cuts the patches itself
-        x = parts.patch_encoder(images, form=form)
-    else:
-        x = parts.patch_encoder(parts.patches(images), form=form)
-    x = parts.embedding_dropout(x, training=training)
-    last = len(parts.blocks) - 1
-    scores = []
-    for i, block in enumerate(parts.blocks):
-        x = block(
-            x,
-            training=training,
-            return_attention_scores=return_attention_scores,
-            class_token_only=class_token_only_last and i == last,
-            form=form,
-            class_row_norm=class_row_norm if i == 0 else None,
-        )
-        if return_attention_scores:
-            x, block_scores = x
-            scores.append(block_scores)
-    x = parts.pooling(parts.encoder_norm(x, form=form), form=form)
-    for layer in (parts.pre_logits, parts.head, parts.predictions):
-        if layer is not None:
-            x = layer(x)
-    return (x, scores) if return_attention_scores else x
 
 
 def _dtype_policy(dtype) -> keras.DTypePolicy | None:
@@ -281,7 +209,7 @@ class VisionTransformer(keras.Model):
             names = ("resnet_layers", "resnet_width")
             embedding_channels = stem_channels(resnet_layers, resnet_width, names)[1]
             resnet_layers, resnet_width = tuple(resnet_layers), float(resnet_width)
-            resnet = _built(
+            resnet = built(
                 ResNetStem(
                     resnet_layers, resnet_width, sub_seed(seed, 3), dtype=policy, name="resnet"
                 ),
@@ -325,98 +253,33 @@ class VisionTransformer(keras.Model):
 
         grid_h, grid_w = feature_hw[0] // patch_size, feature_hw[1] // patch_size
 
-        # === Layers ===
-        # Each layer is built as it is created, in the order of the computation: unseeded
-        # initialisers draw from Keras's global seed in that order.
-        num_patches = grid_h * grid_w
-        num_tokens = num_patches + int(pooling == "token")
-        preprocessing = None
-        if include_preprocessing:
-            # float32 whatever the policy: pixels 0..255 and their scaled values stay exact.
-            preprocessing = keras.layers.Normalization(
-                mean=PIXEL_MEAN,
-                variance=PIXEL_STD**2,
-                axis=None,
-                dtype="float32",
-                name="preprocessing",
-            )
-        patches = Patches(patch_size, dtype=policy, name="patches")
-        patch_encoder = _built(
-            PatchEncoder(
-                num_patches,
-                hidden_size,
-                use_class_token=pooling == "token",
-                seed=sub_seed(seed, 0),
-                dtype=policy,
-                name="patch_encoder",
-            ),
-            (None, num_patches, patch_size * patch_size * embedding_channels),
-        )
-        embedding_dropout = keras.layers.Dropout(
-            dropout, seed=sub_seed(seed, 1), dtype=policy, name="embedding_dropout"
-        )
-        blocks = tuple(
-            _built(
-                TransformerBlock(
-                    num_heads,
-                    mlp_dim,
-                    dropout=dropout,
-                    attention_dropout=attention_dropout,
-                    # Stochastic depth grows linearly with depth, 0 for the first block.
-                    drop_path_rate=drop_path_rate * i / max(num_layers - 1, 1),
-                    layer_norm_epsilon=layer_norm_epsilon,
-                    gelu=gelu,
-                    seed=sub_seed(seed, 100 * (i + 1)),
-                    dtype=policy,
-                    name=f"encoderblock_{i}",
-                ),
-                (None, num_tokens, hidden_size),
-            )
-            for i in range(num_layers)
-        )
-        encoder_norm = LayerNorm(layer_norm_epsilon, dtype=policy, name="encoder_norm")
-        pooling_layer = TokenPooling(pooling, dtype=policy, name="pooling")
-        pre_logits = head = predictions = None
-        if representation_size is not None:
-            pre_logits = keras.layers.Dense(
-                representation_size,
-                activation="tanh",
-                kernel_initializer=keras.initializers.LecunNormal(seed=sub_seed(seed, 2)),
-                dtype=policy,
-                name="pre_logits",
-            )
-        if include_top:
-            head = keras.layers.Dense(
-                num_classes,
-                kernel_initializer="zeros",
-                bias_initializer="zeros",
-                dtype=policy,
-                name="head",
-            )
-            if classifier_activation is not None:
-                # float32 output so that softmax and losses stay stable under mixed precision.
-                predictions = keras.layers.Activation(
-                    classifier_activation, dtype="float32", name="predictions"
-                )
-            elif policy is not None and policy.compute_dtype != "float32":
-                predictions = keras.layers.Activation("linear", dtype="float32", name="predictions")
-        parts = _Parts(
-            preprocessing,
-            resnet,
-            patches,
-            patch_encoder,
-            embedding_dropout,
-            blocks,
-            encoder_norm,
-            pooling_layer,
-            pre_logits,
-            head,
-            predictions,
+        parts = build_parts(
+            grid=(grid_h, grid_w),
+            patch_size=patch_size,
+            embedding_channels=embedding_channels,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            num_classes=num_classes,
+            include_top=include_top,
+            pooling=pooling,
+            representation_size=representation_size,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            drop_path_rate=drop_path_rate,
+            classifier_activation=classifier_activation,
+            layer_norm_epsilon=layer_norm_epsilon,
+            gelu=gelu,
+            seed=seed,
+            include_preprocessing=include_preprocessing,
+            resnet=resnet,
+            policy=policy,
         )
 
         # === Functional graph ===
         images = keras.Input((height, width, num_channels), name="images")
-        outputs = _forward(parts, images)
+        outputs = forward(parts, images)
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
 
         # === Config ===
@@ -558,7 +421,7 @@ class VisionTransformer(keras.Model):
                 "`class_token_only_last=True` needs pooling='token'. "
                 f"Received: pooling={self.pooling!r}"
             )
-        return _forward(
+        return forward(
             self._parts,
             images,
             training,
