@@ -250,3 +250,33 @@ def test_minmax_calibration_is_the_default_file_bit_for_bit(tiny_files):
     assert files["int8_mse"] != files["int8"]
     with pytest.raises(ExportError, match="Unknown calibration 'kl'"):
         convert(graph, "int8", calibration_images, calibration_method="kl")
+
+
+@pytest.mark.integration
+def test_quick_fidelity_benchmark_writes_every_row(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    output = str(tmp_path / "fidelity")
+    script = str(root / "benchmarks" / "fidelity.py")
+    result = subprocess.run(
+        [sys.executable, script, "--quick", "--models", "random", "stress", "--output", output],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(Path(output + ".json").read_text())["rows"]
+    bench = benchmark_module("fidelity")
+    per_model = 1 + len(bench.VARIANTS) * len(bench.QUANTIZATIONS)
+    assert len(rows) == 2 * per_model
+    assert {r["model"] for r in rows} == {"random tiny", "stress tiny"}
+    for r in rows:
+        assert set(r["latency_ms"]) == {"1", "2"}
+        assert 0.0 <= r["ranking_agreement"] <= 1.0
+    assert "| stress tiny | int8 | smooth0.5+mse |" in Path(output + ".md").read_text()
