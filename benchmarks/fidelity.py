@@ -6,8 +6,9 @@
 For each model, the float32 file and the `int8` and `int8_cpu` files of each variant
 (the default minmax calibration, `percentile`, `mse`, and LayerNorm smoothing with `mse`)
 against the float Keras model's logits on held-out inputs (`export.fidelity`): max and
-mean logit error relative to the logit spread, ranking agreement, top-1 agreement; the op
-that adds the most error (`export.tflite_fidelity.layer_report`, on a few inputs); and
+mean logit error relative to the logit spread, ranking agreement, top-1 agreement; the two
+ops that add the most error against the float32 file of the same graph
+(`export.tflite_fidelity.layer_report`, on a few inputs); and
 the median batch-1 latency on the LiteRT interpreter at 1 and 2 threads.
 
 Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a random head
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from run import DIGITS, TINY, Plan, _cpuinfo, train_digits, vit
+from run import DIGITS, TINY, Plan, machine, train_digits, vit
 from stress import stress
 
 VARIANTS = {  # name -> (calibration method, smoothing alpha or None)
@@ -39,7 +40,7 @@ QUANTIZATIONS = ("int8", "int8_cpu")
 PREPROCESSING = {"mean": [127.5] * 3, "std": [127.5] * 3}
 
 
-def models(names, quick: bool, rng):
+def models(names, quick: bool, rng, calibration_images: int, inputs: int):
     """`{name: (keras model, calibration uint8 images, held-out uint8 images)}`."""
     from keras_vit.variants import variant_config
 
@@ -49,7 +50,7 @@ def models(names, quick: bool, rng):
         else {**variant_config("Ti/16"), "image_size": 224, "num_classes": 1000}
     )
     size = config["image_size"]
-    count_cal, count_in = (4, 8) if quick else (ARGS.calibration_images, ARGS.inputs)
+    count_cal, count_in = (4, 8) if quick else (calibration_images, inputs)
     out = {}
     if {"random", "stress"} & set(names):
         base = vit(config, seed=0)
@@ -77,7 +78,7 @@ def models(names, quick: bool, rng):
     return out
 
 
-def measure(name, model, calibration, held_out, quick: bool) -> list[dict]:
+def measure(name, model, calibration, held_out, quick: bool, scratch: Path) -> list[dict]:
     from export import fidelity, smoothing, tflite_fidelity
     from export.classifier import PixelClassifier
     from export.convert import convert
@@ -85,28 +86,29 @@ def measure(name, model, calibration, held_out, quick: bool) -> list[dict]:
 
     reference = tflite_fidelity.keras_logits(model, held_out, PREPROCESSING)
     rows = []
-    tmp = Path(ARGS.output).parent / ".fidelity_tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
     graph = PixelClassifier(model, **PREPROCESSING)
     float_file = convert(graph, "float32")
     smoothed_graphs = {}
     few = held_out[: (2 if quick else 4)]
     runs = 2 if quick else 30
-    files = [("float32", "-", float_file)]
+    files = [("float32", "-", float_file, float_file)]
+    # Per-layer reference: the float32 file of the same graph (smoothing rescales tensors).
+    float_files = {None: float_file}
     for variant, (method, alpha) in VARIANTS.items():
         if alpha is not None and alpha not in smoothed_graphs:
             normalised = (calibration.astype(np.float32) - 127.5) / 127.5
             smoothed_graphs[alpha] = PixelClassifier(
                 smoothing.smooth(model, normalised, alpha), **PREPROCESSING
             )
+            float_files[alpha] = convert(smoothed_graphs[alpha], "float32")
         source = graph if alpha is None else smoothed_graphs[alpha]
         for quantization in QUANTIZATIONS:
             started = time.perf_counter()
             content = convert(source, quantization, calibration, calibration_method=method)
             print(f"{name}: {quantization} {variant} in {time.perf_counter() - started:.0f} s")
-            files.append((quantization, variant, content))
-    for quantization, variant, content in files:
-        path = tmp / "model.tflite"
+            files.append((quantization, variant, content, float_files[alpha]))
+    for quantization, variant, content, layer_reference in files:
+        path = scratch / "model.tflite"
         path.write_bytes(content)
         latency = {
             str(t): round(Classifier(path, num_threads=t).latency_ms(runs=runs), 3) for t in (1, 2)
@@ -120,10 +122,9 @@ def measure(name, model, calibration, held_out, quick: bool) -> list[dict]:
             "latency_ms": latency,
         }
         if quantization != "float32":
-            layers = tflite_fidelity.layer_report(float_file, content, few, count=1)
-            worst = layers["worst"][0] if layers["worst"] else None
-            row["worst_op"] = (
-                f"{worst['op']} {worst['tensor']} (+{worst['gain']})" if worst else "-"
+            layers = tflite_fidelity.layer_report(layer_reference, content, few, count=2)
+            row["worst_op"] = "; ".join(
+                f"{w['op']} {w['tensor'][:60]} (+{w['gain']})" for w in layers["worst"]
             )
         rows.append(row)
         print(json.dumps(row))
@@ -137,7 +138,7 @@ def markdown(results: dict) -> str:
         f"CPU: {results['cpu']}; command: `{results['command']}`",
         "",
         "| model | file | variant | max err | mean err | ranking % | top-1 % | ms 1t | ms 2t "
-        "| op adding most error |",
+        "| ops adding most error |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
@@ -145,7 +146,7 @@ def markdown(results: dict) -> str:
             f"| {r['model']} | {r['file']} | {r['variant']} | {r['max_logit_error']:.3f} | "
             f"{r['mean_logit_error']:.4f} | {100 * r['ranking_agreement']:.1f} | "
             f"{100 * r['top1_agreement']:.1f} | {r['latency_ms']['1']:.2f} | "
-            f"{r['latency_ms']['2']:.2f} | {r.get('worst_op', '-')} |"
+            f"{r['latency_ms']['2']:.2f} | {r.get('worst_op') or '-'} |"
         )
     lines += [
         "",
@@ -155,31 +156,33 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-ARGS = argparse.Namespace(inputs=256, calibration_images=64, output="fidelity")
-
-
 def main(argv=None) -> int:
-    global ARGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="path without extension")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--models", nargs="+", default=["random", "stress", "digits"])
     parser.add_argument("--inputs", type=int, default=256)
     parser.add_argument("--calibration-images", type=int, default=64)
-    ARGS = parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not Path(args.output).parent.is_dir():
+        print(f"error: --output: folder {Path(args.output).parent} does not exist", file=sys.stderr)
+        return 1
     import datetime
+    import tempfile
 
     rng = np.random.default_rng(0)
     rows = []
-    for name, (model, calibration, held_out) in models(ARGS.models, ARGS.quick, rng).items():
-        rows.extend(measure(name, model, calibration, held_out, ARGS.quick))
+    chosen = models(args.models, args.quick, rng, args.calibration_images, args.inputs)
+    with tempfile.TemporaryDirectory(prefix="fidelity_") as scratch:
+        for name, (model, calibration, held_out) in chosen.items():
+            rows.extend(measure(name, model, calibration, held_out, args.quick, Path(scratch)))
     results = {
         "date": datetime.date.today().isoformat(),
-        "cpu": _cpuinfo()["model_name"],
+        "cpu": machine(2)["cpu"],
         "command": "python benchmarks/fidelity.py " + " ".join(argv or sys.argv[1:]),
         "rows": rows,
     }
-    output = Path(ARGS.output)
+    output = Path(args.output)
     output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     output.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))

@@ -280,3 +280,15 @@ def test_quick_fidelity_benchmark_writes_every_row(tmp_path):
         assert set(r["latency_ms"]) == {"1", "2"}
         assert 0.0 <= r["ranking_agreement"] <= 1.0
     assert "| stress tiny | int8 | smooth0.5+mse |" in Path(output + ".md").read_text()
+    missing = str(tmp_path / "missing" / "fidelity")
+    result = subprocess.run(
+        [sys.executable, script, "--quick", "--output", missing],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --output: folder {tmp_path / 'missing'} does not exist"
+    )
