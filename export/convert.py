@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from export import analysis, tflite_reader
+from export.calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE, robust_ranges
 from export.errors import ExportError
 from export.flatbuffer_edits import adjust_calibrated_ranges, drop_noop_adds
 
@@ -119,6 +120,8 @@ def convert(
     calibration: np.ndarray | None = None,
     symmetric_matmul: bool = True,
     scratch_dir: str | os.PathLike | None = None,
+    calibration_method: str = "minmax",
+    percentile: float = DEFAULT_PERCENTILE,
 ) -> bytes:
     """Converts an export graph (pixels in, probabilities out) to a `.tflite` model.
 
@@ -133,6 +136,10 @@ def convert(
             False gives the converter's own ranges (slower on CPU, for comparison).
         scratch_dir: where the intermediate SavedModel is written (and removed); default
             the system's temporary folder.
+        calibration_method: for `int8` and `int8_cpu`, how activation ranges are set from
+            the calibration images, one of `export.calibration.CALIBRATION_METHODS`:
+            `minmax` (the converter's own), `percentile` or `mse` (narrowed ranges).
+        percentile: the percentile of `calibration_method="percentile"`.
 
     Returns:
         The model bytes (no metadata yet).
@@ -146,6 +153,11 @@ def convert(
     if quantization not in QUANTIZATIONS:
         raise ExportError(
             f"Unknown quantization {quantization!r}; expected one of {', '.join(QUANTIZATIONS)}"
+        )
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ExportError(
+            f"Unknown calibration {calibration_method!r}; expected one of "
+            f"{', '.join(CALIBRATION_METHODS)}"
         )
     if quantization in CALIBRATED and (calibration is None or len(calibration) == 0):
         raise ExportError(f"{quantization} needs calibration images; none were given")
@@ -181,6 +193,7 @@ def convert(
                 # Private hook (see the module docstring), pinned by a test.
                 from tensorflow.lite.python.convert import mlir_quantize
 
+                model = robust_ranges(model, calibration, calibration_method, percentile)
                 model = mlir_quantize(
                     adjust_calibrated_ranges(model, *PIXEL_RANGE, symmetric_matmul),
                     input_data_type=tf.uint8,

@@ -151,3 +151,42 @@ def drop_noop_adds(quantized: bytes) -> bytes:
         return quantized
     graph.operators = kept
     return _serialized(model)
+
+
+def with_outputs(content: bytes, tensors) -> bytes:
+    """The model with the given tensor indices appended to its main graph's outputs.
+
+    The ops and their results are unchanged; an interpreter then returns these tensors too,
+    for measurement (`export.tflite_fidelity`). Indices already outputs are not repeated.
+    """
+    model, graph, _ = _editable(content)
+    outputs = [int(i) for i in graph.outputs]
+    for index in tensors:
+        if not 0 <= int(index) < len(graph.tensors):
+            raise ValueError(f"No tensor {index} in the model ({len(graph.tensors)} tensors)")
+        if int(index) not in outputs:
+            outputs.append(int(index))
+    graph.outputs = np.array(outputs, dtype=np.int32)
+    return _serialized(model)
+
+
+def calibrated_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
+    """`{tensor index: (min, max)}` of the main graph's tensors that carry a calibrated range."""
+    _, graph, _ = _editable(calibrated)
+    ranges = {}
+    for index, tensor in enumerate(graph.tensors):
+        q = tensor.quantization
+        if q is not None and q.min is not None and len(q.min) == 1 and q.max is not None:
+            ranges[index] = (float(q.min[0]), float(q.max[0]))
+    return ranges
+
+
+def set_calibrated_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:
+    """The calibrated model with the given tensors' ranges replaced (before quantization)."""
+    model, graph, _ = _editable(calibrated)
+    for index, (low, high) in ranges.items():
+        q = graph.tensors[index].quantization
+        if q is None or q.min is None:
+            raise ValueError(f"Tensor {index} of the calibrated model has no range to set")
+        q.min, q.max = [float(low)], [float(high)]
+    return _serialized(model)

@@ -10,7 +10,7 @@ import numpy as np
 REPORT_FILE = "report.json"
 
 
-def new_report(checkpoint, model, calibration, seed: int, test) -> dict:
+def new_report(checkpoint, model, calibration, seed: int, test, options=None) -> dict:
     """The report's header: the model, its calibration sample and test split; no files yet.
 
     Args:
@@ -19,6 +19,7 @@ def new_report(checkpoint, model, calibration, seed: int, test) -> dict:
         calibration: the calibration images, or None.
         seed: the calibration sample's seed.
         test: `(images, labels, reference probabilities)` of the test split, or None.
+        options: the int8 options (`calibration_method`, `percentile`, `smooth_alpha`).
     """
     report: dict = {
         "checkpoint": str(checkpoint.path),
@@ -29,7 +30,7 @@ def new_report(checkpoint, model, calibration, seed: int, test) -> dict:
         "input": "RGB pixels 0..255 (uint8 for int8 files, float32 otherwise)",
         "output": "class probabilities (uint8 scale 1/256 for int8 files, float32 otherwise)",
         "calibration": (
-            {"split": "train", "samples": len(calibration), "seed": seed}
+            {"split": "train", "samples": len(calibration), "seed": seed, **(options or {})}
             if calibration is not None
             else None
         ),
@@ -86,7 +87,8 @@ def format_table(report: dict) -> str:
     """The report as a fixed-width table, one row per file."""
     header = (
         f"{'file':28s} {'size KiB':>9s} {'x f32':>6s} {'ops':>5s} {'float':>5s} {'flex':>4s} "
-        f"{'agree %':>8s} {'max|dp|':>8s} {'acc %':>7s} {'ms 1t':>8s} {'ms 2t':>8s} "
+        f"{'agree %':>8s} {'rank %':>7s} {'max err':>7s} {'max|dp|':>8s} {'acc %':>7s} "
+        f"{'ms 1t':>8s} {'ms 2t':>8s} "
         f"{'runtime':>8s}"
     )
     lines = [header, "-" * len(header)]
@@ -97,11 +99,13 @@ def format_table(report: dict) -> str:
     for e in report["files"]:
         latency = e.get("latency_ms", {})
         diff = e.get("max_abs_prob_diff")
+        error = e.get("max_logit_error")
         lines.append(
             f"{e['file']:28s} {e['size_bytes'] / 1024:9.1f} "
             f"{e.get('size_vs_float32', float('nan')):6.3f} {e['num_ops']:5d} "
             f"{e['float_compute_ops']:5d} {len(e['flex_ops']):4d} "
-            f"{pct(e.get('top1_agreement')):>8s} "
+            f"{pct(e.get('top1_agreement')):>8s} {pct(e.get('ranking_agreement')):>7s} "
+            f"{(f'{error:.4f}' if error is not None else '-'):>7s} "
             f"{(f'{diff:.4f}' if diff is not None else '-'):>8s} {pct(e.get('accuracy')):>7s} "
             f"{latency.get('1', float('nan')):8.3f} {latency.get('2', float('nan')):8.3f} "
             f"{'>=' + e['min_runtime'] if e.get('min_runtime') else '-':>8s}"
@@ -112,6 +116,18 @@ def format_table(report: dict) -> str:
             f"Keras model: {100 * split['keras_accuracy']:.2f} % on {split['num_examples']} "
             f"test images of {split['source']!r}"
         )
+    lines.append(
+        "rank %: top-1 agreement after subtracting each class's mean over the test images; "
+        "max err: largest logit error relative to the input's float logit spread "
+        "(export.fidelity)"
+    )
+    for e in report["files"]:
+        if e.get("worst_layers"):
+            worst = e["worst_layers"][0]
+            lines.append(
+                f"{e['file']}: op adding the most error: {worst['op']} {worst['tensor']} "
+                f"(+{worst['gain']:.4f} relative RMS)"
+            )
     lines.append(
         "runtime: the oldest TFLite runtime (tflite-runtime or TensorFlow version) that runs "
         "the file, from its operator versions"

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from export import analysis, tflite_reader
+from export.calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE
 from export.convert import (
     CALIBRATED,
     DEFAULT_QUANTIZATIONS,
@@ -112,6 +113,7 @@ __all__ = [
 logger = logging.getLogger("export.tflite")  # also when run as __main__
 
 DEFAULT_OUTPUT = "tflite"  # inside the run directory
+LAYER_IMAGES = 4  # test images whose every tensor the per-layer error compares
 
 
 def file_name(quantization: str, profile: str = "default") -> str:
@@ -194,13 +196,20 @@ def _export_file(
     threads: Sequence[int],
     latency_runs: int,
     capture_native_logs: bool,
+    options: dict,
+    fidelity_reference: dict,
 ) -> dict:
-    """Converts, labels and writes one file into `folder`, then measures it: its report entry."""
+    """Converts, labels and writes one file into `folder`, then measures it: its report entry.
+
+    `options`: `calibration_method` and `percentile` for `convert`. `fidelity_reference`:
+    `logits` (the Keras model's, on the test images) and, per profile, the float32 file's
+    bytes once converted (`float32:<profile>`), for the fidelity figures.
+    """
     name = file_name(quantization, profile)
     logger.info("Converting %s", name)
     started = time.perf_counter()
     with native_stderr_captured(capture_native_logs):
-        content = convert(graph, quantization, calibration, scratch_dir=folder)
+        content = convert(graph, quantization, calibration, scratch_dir=folder, **options)
     labels = ("\n".join(checkpoint.labels) + "\n").encode("utf-8")
     content = attach_metadata(
         content, _metadata(checkpoint, model, quantization), {LABELS_FILE: labels}
@@ -225,7 +234,30 @@ def _export_file(
     with native_stderr_captured(capture_native_logs):
         measured = evaluate_file(folder / name, images, labels, reference, threads, latency_runs)
     entry.update(measured)
+    if quantization == "float32":
+        fidelity_reference[f"float32:{profile}"] = content
+    if test is not None and fidelity_reference.get("logits") is not None:
+        with native_stderr_captured(capture_native_logs):
+            entry.update(_fidelity(content, images, fidelity_reference, profile, quantization))
     return entry
+
+
+def _fidelity(content: bytes, images, reference: dict, profile: str, quantization: str) -> dict:
+    """The file's logit error, ranking and top-1 agreement against the Keras model's logits,
+    and for a quantized file the ops that add the most error against the float32 file."""
+    from export import fidelity, tflite_fidelity
+
+    logits = tflite_fidelity.logits(content, images)
+    figures = {
+        key: round(value, 6)
+        for key, value in fidelity.fidelity(reference["logits"], logits).items()
+        if key != "top1_agreement"  # the report's from the probabilities; the same argmax
+    }
+    float_file = reference.get(f"float32:{profile}")
+    if quantization != "float32" and float_file is not None:
+        layers = tflite_fidelity.layer_report(float_file, content, images[:LAYER_IMAGES])
+        figures["worst_layers"] = layers["worst"]
+    return figures
 
 
 def export_tflite(
@@ -240,6 +272,9 @@ def export_tflite(
     latency_runs: int = 50,
     seed: int = 0,
     capture_native_logs: bool = False,
+    calibration_method: str = "minmax",
+    percentile: float = DEFAULT_PERCENTILE,
+    smooth_alpha: float | None = None,
 ) -> dict:
     """Exports a run directory to `.tflite` files and writes the report.
 
@@ -258,6 +293,11 @@ def export_tflite(
         seed: seed of the calibration sample.
         capture_native_logs: hide what the converter and the interpreter write to file
             descriptor 2 (replayed if a conversion fails; `keras_vit.console`).
+        calibration_method: how `int8` / `int8_cpu` set activation ranges, one of
+            `export.calibration.CALIBRATION_METHODS` (default `minmax`, the converter's).
+        percentile: the percentile of `calibration_method="percentile"`.
+        smooth_alpha: migrate LayerNorm output scales into the next Dense layers with this
+            strength (`export.smoothing`, 0..1) before converting every file; None: no.
 
     Returns:
         The report (also written as `report.json` in `output_dir`).
@@ -269,6 +309,15 @@ def export_tflite(
     quantize = _checked_quantizations(quantize, edgetpu)
     if calibration_samples < 1:
         raise ExportError(f"--calibration-samples must be at least 1, got {calibration_samples}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ExportError(
+            f"Unknown --calibration {calibration_method!r}; expected one of "
+            f"{', '.join(CALIBRATION_METHODS)}"
+        )
+    if not 50.0 < percentile <= 100.0:
+        raise ExportError(f"--percentile must be above 50 and at most 100, got {percentile}")
+    if smooth_alpha is not None and not 0.0 <= smooth_alpha <= 1.0:
+        raise ExportError(f"--smooth-alpha must be between 0 and 1, got {smooth_alpha}")
     checkpoint = read_run_dir(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
     check_output(output, checkpoint.path, overwrite)
@@ -277,16 +326,33 @@ def export_tflite(
     if CALIBRATED & set(quantize) or edgetpu:
         calibration = calibration_images(checkpoint, calibration_samples, seed)
     test = _test_split(checkpoint, model) if evaluate else None
-    report = new_report(checkpoint, model, calibration, seed, test)
+    preprocessing = checkpoint.config["preprocessing"]
+    fidelity_reference: dict = {"logits": None}
+    if test is not None:
+        from export.tflite_fidelity import keras_logits
+
+        fidelity_reference["logits"] = keras_logits(model, test[0], preprocessing)
+    options = {"calibration_method": calibration_method, "percentile": percentile}
+    report = new_report(
+        checkpoint, model, calibration, seed, test, {**options, "smooth_alpha": smooth_alpha}
+    )
+    exported_model = model
+    if smooth_alpha is not None:
+        from export.smoothing import smooth
+
+        if calibration is None:
+            calibration = calibration_images(checkpoint, calibration_samples, seed)
+        mean = np.asarray(preprocessing["mean"], np.float32)
+        std = np.asarray(preprocessing["std"], np.float32)
+        logger.info("Migrating LayerNorm output scales (alpha %.2f)", smooth_alpha)
+        exported_model = smooth(model, (calibration.astype(np.float32) - mean) / std, smooth_alpha)
     jobs = [("default", q) for q in quantize] + ([("edgetpu", "int8")] if edgetpu else [])
     with export_folder(output, checkpoint.path, overwrite, "tflite") as folder:
         atomic_write_text(folder / LABELS_FILE, "\n".join(checkpoint.labels) + "\n")
         graphs: dict[str, object] = {}
         for profile, quantization in jobs:
             if profile not in graphs:
-                graphs[profile] = build_classifier(
-                    model, checkpoint.config["preprocessing"], profile
-                )
+                graphs[profile] = build_classifier(exported_model, preprocessing, profile)
             entry = _export_file(
                 folder,
                 graphs[profile],
@@ -299,6 +365,8 @@ def export_tflite(
                 threads,
                 latency_runs,
                 capture_native_logs,
+                options,
+                fidelity_reference,
             )
             report["files"].append(entry)
         atomic_write_json(folder / REPORT_FILE, finish_report(report, started))
@@ -343,6 +411,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     parser.add_argument(
+        "--calibration",
+        choices=CALIBRATION_METHODS,
+        default="minmax",
+        help="int8 / int8_cpu activation ranges: the calibrated min..max, or narrowed to a "
+        "percentile or to the MSE-optimal range (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--percentile",
+        type=float,
+        default=DEFAULT_PERCENTILE,
+        help="percentile of --calibration percentile (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--smooth-alpha",
+        type=float,
+        default=None,
+        help="migrate LayerNorm output scales into the next Dense layers (SmoothQuant-style, "
+        "exact in float) with this strength, 0..1, before converting (default: off)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="also show TensorFlow's and the converter's log lines",
@@ -366,6 +454,9 @@ def main(argv=None) -> int:
                 evaluate=not args.no_eval,
                 seed=args.seed,
                 capture_native_logs=quiet,
+                calibration_method=args.calibration,
+                percentile=args.percentile,
+                smooth_alpha=args.smooth_alpha,
             )
     except user_errors as error:
         print(f"error: {error}", file=sys.stderr)

@@ -700,7 +700,7 @@ def test_predict_names_the_op_an_old_runtime_lacks(exported, monkeypatch, capsys
     )
 
 
-# === A hybrid (ResNet stem + ViT) =============================================================
+# === A hybrid (ResNet stem + ViT) ======================================================
 
 
 @pytest.fixture(scope="module")
@@ -767,3 +767,62 @@ def test_hybrid_edgetpu_file_maps_every_op(hybrid_exported):
     # No op version newer than the tflite-runtime 2.5 that Coral's Edge TPU runtime ships.
     assert parse_version(e["min_runtime"]) <= parse_version("2.5.0")
     assert e["top1_agreement"] >= 0.98
+
+
+def test_report_gives_fidelity_figures_for_every_file(exported):
+    _, report = exported
+    for e in report["files"]:
+        for key in ("max_logit_error", "mean_logit_error", "ranking_agreement"):
+            assert key in e, (e["file"], key)
+        assert 0.0 <= e["mean_logit_error"] <= e["max_logit_error"], e["file"]
+        assert 0.0 <= e["ranking_agreement"] <= 1.0
+    float32 = entry(report, "model_float32.tflite")
+    assert float32["max_logit_error"] < 1e-4 and float32["ranking_agreement"] == 1.0
+    assert "worst_layers" not in float32
+    for name in ("model_int8.tflite", "model_int8_cpu.tflite"):
+        e = entry(report, name)
+        assert e["max_logit_error"] > float32["max_logit_error"]
+        worst = e["worst_layers"]
+        assert worst and {"op", "tensor", "error", "gain"} <= set(worst[0])
+    # No float32 file of the Edge TPU graph to compare with: no per-layer figures.
+    assert "worst_layers" not in entry(report, "model_edgetpu_int8.tflite")
+    table = tflite.format_table(report)
+    assert "rank %" in table and "max err" in table and "op adding the most error" in table
+
+
+def test_cli_int8_options_mse_calibration_and_smoothing(checkpoint, exported, tmp_path, capsys):
+    _, default = exported
+    options = ["--calibration", "mse", "--smooth-alpha", "0.5", "--calibration-samples", "64"]
+    code, _, err = run_cli(
+        tflite.main,
+        [checkpoint, "--output", tmp_path / "out", "--quantize", "int8", *options],
+        capsys,
+    )
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["calibration"]["calibration_method"] == "mse"
+    assert report["calibration"]["smooth_alpha"] == 0.5
+    e = entry(report, "model_int8.tflite")
+    assert e["float_compute_ops"] == 0
+    assert e["top1_agreement"] >= 0.97
+    assert (tmp_path / "out" / "model_int8.tflite").read_bytes() != (
+        exported[0] / "model_int8.tflite"
+    ).read_bytes()
+    assert default["calibration"]["calibration_method"] == "minmax"
+    assert default["calibration"]["smooth_alpha"] is None
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--smooth-alpha", "1.5"], "error: --smooth-alpha must be between 0 and 1, got 1.5"),
+        (["--percentile", "10"], "error: --percentile must be above 50 and at most 100, got 10.0"),
+    ],
+)
+def test_cli_bad_int8_options(checkpoint, tmp_path, capsys, flags, message):
+    code, _, err = run_cli(tflite.main, [checkpoint, "--output", tmp_path / "o", *flags], capsys)
+    assert code == 1 and err == message
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):
+        tflite.main([str(checkpoint), "--calibration", "kl"])
+    assert "invalid choice: 'kl'" in capsys.readouterr().err

@@ -1,0 +1,193 @@
+"""int8 fidelity and latency: random Ti/16, the stress Ti/16, digits; each int8 option.
+
+    python benchmarks/fidelity.py --output benchmarks/results/DATE-fidelity [--quick]
+        [--models random stress digits] [--inputs 256] [--calibration-images 64]
+
+For each model, the float32 file and the `int8` and `int8_cpu` files of each variant
+(the default minmax calibration, `percentile`, `mse`, and LayerNorm smoothing with `mse`)
+against the float Keras model's logits on held-out inputs (`export.fidelity`): max and
+mean logit error relative to the logit spread, ranking agreement, top-1 agreement; the two
+ops that add the most error against the float32 file of the same graph
+(`export.tflite_fidelity.layer_report`, on a few inputs); and
+the median batch-1 latency on the LiteRT interpreter at 1 and 2 threads.
+
+Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a random head
+(`run.vit`), probed with uniform-noise images; `stress` is the same model through
+`stress.stress` (outlier channels, heavy tails); `digits` is the digits ViT of
+`run.train_digits`, on its test split. Writes `<output>.json` and `<output>.md`.
+`--quick` runs tiny models with few inputs: a smoke test of every code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from run import DIGITS, TINY, Plan, machine, train_digits, vit
+from stress import stress
+
+VARIANTS = {  # name -> (calibration method, smoothing alpha or None)
+    "minmax": ("minmax", None),
+    "percentile": ("percentile", None),
+    "mse": ("mse", None),
+    "smooth0.5+mse": ("mse", 0.5),
+}
+QUANTIZATIONS = ("int8", "int8_cpu")
+PREPROCESSING = {"mean": [127.5] * 3, "std": [127.5] * 3}
+
+
+def models(names, quick: bool, rng, calibration_images: int, inputs: int):
+    """`{name: (keras model, calibration uint8 images, held-out uint8 images)}`."""
+    from keras_vit.variants import variant_config
+
+    config = (
+        {**TINY, "num_classes": 10}
+        if quick
+        else {**variant_config("Ti/16"), "image_size": 224, "num_classes": 1000}
+    )
+    size = config["image_size"]
+    count_cal, count_in = (4, 8) if quick else (calibration_images, inputs)
+    out = {}
+    if {"random", "stress"} & set(names):
+        base = vit(config, seed=0)
+        for variable in base.get_layer("head").weights:  # logits with a spread to measure
+            variable.assign(rng.normal(0.0, 0.5, variable.shape).astype(np.float32))
+        calibration = rng.integers(0, 256, (count_cal, size, size, 3), dtype=np.uint8)
+        held_out = rng.integers(0, 256, (count_in, size, size, 3), dtype=np.uint8)
+        if "random" in names:
+            out["random Ti/16" if not quick else "random tiny"] = (base, calibration, held_out)
+        if "stress" in names:
+            out["stress Ti/16" if not quick else "stress tiny"] = (
+                stress(base, seed=0),
+                calibration,
+                held_out,
+            )
+    if "digits" in names:
+        from keras_vit import data
+
+        digits = {**(TINY if quick else DIGITS), "num_classes": 10}
+        plan = Plan(quick=quick, threads=2, digits=digits, digits_epochs=1 if quick else 10)
+        model, test_images, _ = train_digits(plan)
+        train_images, _ = data.digits_arrays("train", digits["image_size"])
+        pick = rng.choice(len(train_images), size=count_cal, replace=False)
+        out["digits"] = (model, train_images[pick], test_images[: (8 if quick else None)])
+    return out
+
+
+def measure(name, model, calibration, held_out, quick: bool, scratch: Path) -> list[dict]:
+    from export import fidelity, smoothing, tflite_fidelity
+    from export.classifier import PixelClassifier
+    from export.convert import convert
+    from export.runtime import Classifier
+
+    reference = tflite_fidelity.keras_logits(model, held_out, PREPROCESSING)
+    rows = []
+    graph = PixelClassifier(model, **PREPROCESSING)
+    float_file = convert(graph, "float32")
+    smoothed_graphs = {}
+    few = held_out[: (2 if quick else 4)]
+    runs = 2 if quick else 30
+    files = [("float32", "-", float_file, float_file)]
+    # Per-layer reference: the float32 file of the same graph (smoothing rescales tensors).
+    float_files = {None: float_file}
+    for variant, (method, alpha) in VARIANTS.items():
+        if alpha is not None and alpha not in smoothed_graphs:
+            normalised = (calibration.astype(np.float32) - 127.5) / 127.5
+            smoothed_graphs[alpha] = PixelClassifier(
+                smoothing.smooth(model, normalised, alpha), **PREPROCESSING
+            )
+            float_files[alpha] = convert(smoothed_graphs[alpha], "float32")
+        source = graph if alpha is None else smoothed_graphs[alpha]
+        for quantization in QUANTIZATIONS:
+            started = time.perf_counter()
+            content = convert(source, quantization, calibration, calibration_method=method)
+            print(f"{name}: {quantization} {variant} in {time.perf_counter() - started:.0f} s")
+            files.append((quantization, variant, content, float_files[alpha]))
+    for quantization, variant, content, layer_reference in files:
+        path = scratch / "model.tflite"
+        path.write_bytes(content)
+        latency = {
+            str(t): round(Classifier(path, num_threads=t).latency_ms(runs=runs), 3) for t in (1, 2)
+        }
+        logits = tflite_fidelity.logits(content, held_out)
+        row = {
+            "model": name,
+            "file": quantization,
+            "variant": variant,
+            **{k: round(v, 4) for k, v in fidelity.fidelity(reference, logits).items()},
+            "latency_ms": latency,
+        }
+        if quantization != "float32":
+            layers = tflite_fidelity.layer_report(layer_reference, content, few, count=2)
+            row["worst_op"] = "; ".join(
+                f"{w['op']} {w['tensor'][:60]} (+{w['gain']})" for w in layers["worst"]
+            )
+        rows.append(row)
+        print(json.dumps(row))
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"# int8 fidelity ({results['date']})",
+        "",
+        f"CPU: {results['cpu']}; command: `{results['command']}`",
+        "",
+        "| model | file | variant | max err | mean err | ranking % | top-1 % | ms 1t | ms 2t "
+        "| ops adding most error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['file']} | {r['variant']} | {r['max_logit_error']:.3f} | "
+            f"{r['mean_logit_error']:.4f} | {100 * r['ranking_agreement']:.1f} | "
+            f"{100 * r['top1_agreement']:.1f} | {r['latency_ms']['1']:.2f} | "
+            f"{r['latency_ms']['2']:.2f} | {r.get('worst_op') or '-'} |"
+        )
+    lines += [
+        "",
+        "Errors are relative to each input's float logit spread (`export.fidelity`); ranking:",
+        "top-1 agreement after subtracting each class's mean over the inputs.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True, help="path without extension")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--models", nargs="+", default=["random", "stress", "digits"])
+    parser.add_argument("--inputs", type=int, default=256)
+    parser.add_argument("--calibration-images", type=int, default=64)
+    args = parser.parse_args(argv)
+    if not Path(args.output).parent.is_dir():
+        print(f"error: --output: folder {Path(args.output).parent} does not exist", file=sys.stderr)
+        return 1
+    import datetime
+    import tempfile
+
+    rng = np.random.default_rng(0)
+    rows = []
+    chosen = models(args.models, args.quick, rng, args.calibration_images, args.inputs)
+    with tempfile.TemporaryDirectory(prefix="fidelity_") as scratch:
+        for name, (model, calibration, held_out) in chosen.items():
+            rows.extend(measure(name, model, calibration, held_out, args.quick, Path(scratch)))
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "cpu": machine(2)["cpu"],
+        "command": "python benchmarks/fidelity.py " + " ".join(argv or sys.argv[1:]),
+        "rows": rows,
+    }
+    output = Path(args.output)
+    output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    output.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Runs exported files for the fidelity figures of `export.fidelity`: logits and layer errors.
+
+The files output probabilities (a softmax in the graph; uint8 in the integer files, whose
+few levels say little about the classes that are not chosen). The logits are the input of
+that last SOFTMAX: `logits` runs a copy of the file with that tensor added to the graph's
+outputs (`export.flatbuffer_edits.with_outputs`; the ops and their integers are the same),
+on the interpreter `export.runtime` picks with its default delegate, and dequantizes it.
+
+`layer_report` compares every intermediate tensor of a quantized file to the tensor of the
+same name in the float32 file of the same graph: both run on LiteRT's built-in kernels
+without delegates (`experimental_preserve_all_tensors=True`, which a delegate would
+otherwise hide), on a few images.
+
+Keras's own logits (`keras_logits`) are the float reference of the other figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from export import fidelity, tflite_reader
+from export.flatbuffer_edits import with_outputs
+from export.runtime import open_interpreter
+
+INTEGER_TYPES = ("int8", "uint8", "int16", "int32")
+
+
+def logits_tensor(summary) -> int:
+    """Index of the tensor the file's last SOFTMAX reads: the logits.
+
+    Raises:
+        ValueError: the file has no SOFTMAX.
+    """
+    softmaxes = [op for op in summary.operators if op.name == "SOFTMAX"]
+    if not softmaxes:
+        raise ValueError("The model has no SOFTMAX op, so no logits tensor to read")
+    return softmaxes[-1].inputs[0]
+
+
+def dequantized(tensor, raw: np.ndarray) -> np.ndarray:
+    """float64 values of a tensor read from an interpreter, given its `TensorInfo`."""
+    values = np.asarray(raw, np.float64)
+    if tensor.dtype in INTEGER_TYPES and tensor.scale and tensor.scale[0] > 0:
+        if len(tensor.scale) == 1:
+            return (values - tensor.zero_point[0]) * tensor.scale[0]
+        return values  # per-channel: constants only, never an activation
+    return values
+
+
+def _feed(interpreter, details: dict, image: np.ndarray) -> None:
+    """Sets the pixel input: uint8 as it is, float32 pixels 0..255 otherwise."""
+    dtype = details["dtype"]
+    interpreter.set_tensor(details["index"], image.astype(dtype)[None])
+
+
+def logits(content: bytes, images: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+    """float64 logits `(N, K)` of uint8 images `(N, H, W, C)` from an exported file."""
+    summary = tflite_reader.read_summary(content)
+    index = logits_tensor(summary)
+    interpreter, _ = open_interpreter(with_outputs(content, [index]), num_threads)
+    input_details = interpreter.get_input_details()[0]
+    output = next(d for d in interpreter.get_output_details() if d["index"] == index)
+    rows = []
+    for image in images:
+        _feed(interpreter, input_details, image)
+        interpreter.invoke()
+        raw = interpreter.get_tensor(output["index"])
+        rows.append(dequantized(summary.tensors[index], raw).reshape(-1))
+    return np.stack(rows)
+
+
+def keras_logits(model, images: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """float64 logits of a checkpoint's Keras model on uint8 images (before any softmax)."""
+    from export.classifier import rebuild
+
+    if model.classifier_activation == "softmax":
+        model = rebuild(model, classifier_activation=None)
+    mean = np.asarray(preprocessing["mean"], np.float32)
+    std = np.asarray(preprocessing["std"], np.float32)
+    outputs = model.predict((images.astype(np.float32) - mean) / std, batch_size=64, verbose=0)
+    return np.asarray(outputs, np.float64)
+
+
+def _all_tensors(content: bytes, images: np.ndarray):
+    """`(summary, [{tensor name: float64 values} per image])` on built-in kernels."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    summary = tflite_reader.read_summary(content)
+    interpreter = Interpreter(
+        model_content=content,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_preserve_all_tensors=True,
+    )
+    interpreter.allocate_tensors()
+    input_details = interpreter.get_input_details()[0]
+    produced = set(summary.inputs) | {i for op in summary.operators for i in op.outputs}
+    runs = []
+    for image in images:
+        _feed(interpreter, input_details, image)
+        interpreter.invoke()
+        runs.append(
+            {
+                summary.tensors[i].name: dequantized(summary.tensors[i], interpreter.get_tensor(i))
+                for i in sorted(produced)
+            }
+        )
+    return summary, runs
+
+
+def layer_report(
+    float_content: bytes, quantized_content: bytes, images: np.ndarray, count: int = 3
+) -> dict:
+    """Per-layer error of a quantized file against the float32 file of the same graph.
+
+    Args:
+        float_content / quantized_content: the two files' bytes.
+        images: a few uint8 images `(N, H, W, C)` (every tensor of every image is kept).
+        count: how many of the ops that add the most error to list.
+
+    Returns:
+        `{"matched": tensors compared, "worst": [{op, tensor, error, gain}, ...]}`, errors
+        from the images' tensors concatenated (`export.fidelity.layer_errors`).
+    """
+    _, reference_runs = _all_tensors(float_content, images)
+    summary, quantized_runs = _all_tensors(quantized_content, images)
+
+    def stacked(runs: Sequence[dict]) -> dict:
+        return {name: np.stack([run[name] for run in runs]) for name in runs[0]}
+
+    reference, values = stacked(reference_runs), stacked(quantized_runs)
+    names = [t.name for t in summary.tensors]
+    ops = [
+        (op.name, [names[i] for i in op.inputs if i >= 0], [names[i] for i in op.outputs])
+        for op in summary.operators
+    ]
+    inputs = [names[i] for i in summary.inputs]
+    ops.insert(0, ("INPUT", [], inputs))
+    rows = fidelity.layer_errors(reference, values, ops)
+    return {
+        "matched": len(rows),
+        "worst": [
+            {**row, "error": round(row["error"], 4), "gain": round(row["gain"], 4)}
+            for row in fidelity.worst_layers(rows, count)
+        ],
+    }
