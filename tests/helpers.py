@@ -127,3 +127,17 @@ def benchmark_module(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(folder)
+
+
+def parse_predictions(text: str) -> dict[str, list[tuple[str, float]]]:
+    """`python -m export.predict` output -> {image: [(label, score), ...]}."""
+    parsed: dict[str, list[tuple[str, float]]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("  "):
+            _, label, score = line.split()
+            parsed[current].append((label, float(score)))
+        else:
+            current = line
+            parsed[current] = []
+    return parsed

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import TINY
-from helpers import write_checkpoint
+from helpers import parse_predictions, write_checkpoint
 from markdown_blocks import ROOT, blocks, shell_commands
 
 import keras_vit
@@ -162,20 +162,6 @@ def digit_files(tmp_path_factory) -> tuple[list[Path], np.ndarray]:
         paths.append(folder / f"digit{index}.png")
         Image.fromarray(images[index]).save(paths[-1])
     return paths, images[:3]
-
-
-def parse_predictions(text: str) -> dict[str, list[tuple[str, float]]]:
-    """`python -m export.predict` output -> {image: [(label, score), ...]}."""
-    parsed: dict[str, list[tuple[str, float]]] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("  "):
-            _, label, score = line.split()
-            parsed[current].append((label, float(score)))
-        else:
-            current = line
-            parsed[current] = []
-    return parsed
 
 
 @pytest.mark.parametrize("name", FILES)

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import TINY
-from helpers import write_checkpoint
+from helpers import parse_predictions, write_checkpoint
 
 import keras_vit
 from export import analysis, edgetpu_check, output_folder, tflite, tflite_reader
@@ -366,20 +366,6 @@ def test_interpreter_fallback_skips_a_backend_that_cannot_open_the_model(exporte
 
 
 # === Bad input ===
-
-
-def parse_predictions(text: str) -> dict[str, list[tuple[str, float]]]:
-    """`python -m export.predict` output -> {image: [(label, score), ...]}."""
-    parsed: dict[str, list[tuple[str, float]]] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("  "):
-            _, label, score = line.split()
-            parsed[current].append((label, float(score)))
-        else:
-            current = line
-            parsed[current] = []
-    return parsed
 
 
 def run_cli(main, argv, capsys):
