@@ -13,7 +13,7 @@ the median batch-1 latency on the LiteRT interpreter at 1 and 2 threads.
 
 Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a random head
 (`run.vit`), probed with uniform-noise images; `stress` is the same model through
-`stress.stress` (outlier channels, heavy tails); `digits` is the digits ViT of
+`stress.stress` (outlier channels, heavy tails); `digits` is the bench ViT 32px of
 `run.train_digits`, on its test split. Writes `<output>.json` and `<output>.md`.
 `--quick` runs tiny models with few inputs: a smoke test of every code path.
 """

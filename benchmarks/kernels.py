@@ -36,8 +36,8 @@ CASES = (
     ("Ti/16 batch 32: one of q / k / v / out", "dense", (6304, 192, 192)),
     ("Ti/16 batch 32: MLP in", "dense", (6304, 192, 768)),
     ("Ti/16 batch 32: Q K^T", "attention", (32, 3, 197, 64)),
-    ("digits ViT batch 32: one of q / k / v / out", "dense", (2080, 64, 64)),
-    ("digits ViT batch 32: Q K^T", "attention", (32, 4, 65, 16)),
+    ("bench ViT 32px batch 32: one of q / k / v / out", "dense", (2080, 64, 64)),
+    ("bench ViT 32px batch 32: Q K^T", "attention", (32, 4, 65, 16)),
 )
 
 

@@ -14,9 +14,9 @@ Writes `results.json` and `results.md` (the same tables in Markdown). Sections:
   weights through timm's own `.npz` loader (run by the peer interpreter,
   `benchmarks/peer_timm.py`). Peers' logits are checked against ours on a batch before
   they are timed.
-- training: images/s of `model.fit` steps (Adam, cross entropy) for the digits ViT (32 px)
+- training: images/s of `model.fit` steps (Adam, cross entropy) for the bench ViT 32px (32 px)
   and Ti/16 at 224 on digits images, ours (graph and XLA), keras-hub and timm, same batch.
-- int8: the digits ViT trained here, exported float32, int8 with and without the
+- int8: the bench ViT 32px trained here, exported float32, int8 with and without the
   XNNPACK-friendly matmul ranges (`export.tflite.convert(symmetric_matmul=...)`) and
   int8_cpu (softmax, rsqrt and GELU left in float): accuracy, agreement with Keras, float
   ops, delegate partitions, latency; and per-op profiles (`export.profile`) of the digits
@@ -52,7 +52,8 @@ PEER_SCRIPT = ROOT / "benchmarks" / "peer_timm.py"
 DEFAULT_PEER_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int8_cpu")
 INT8_FILES = ("int8", "int8_cpu")  # each against float32 in the targets
-# The digits ViT of the export issue's figures (142,026 parameters at 10 classes).
+# "bench ViT 32px": the benchmarks' digits model (142,026 parameters at 10 classes), named apart
+# from the default digits ViT of `python -m keras_vit.train` (306,730 parameters).
 DIGITS = dict(image_size=32, patch_size=4, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128)
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
 LOGIT_TOLERANCE = 1e-3
@@ -117,7 +118,7 @@ def make_plan(quick: bool, threads: int) -> Plan:
         threads=threads,
         models=models,
         training={
-            "digits ViT": {**DIGITS, "num_classes": 10},
+            "bench ViT 32px": {**DIGITS, "num_classes": 10},
             "Ti/16": {**variant_config("Ti/16"), "image_size": 224, "num_classes": 10},
         },
         profile_models=("Ti/16",),
@@ -707,7 +708,7 @@ def training_rows(plan: Plan, peer: Peer | None, peer_reason: str | None, tmp: P
 
 
 def train_digits(plan: Plan):
-    """The digits ViT trained for `plan.digits_epochs` epochs; `(model, test images, labels)`."""
+    """The bench ViT 32px, trained `plan.digits_epochs` epochs; `(model, test images, labels)`."""
     import keras
 
     from keras_vit import data
@@ -754,7 +755,7 @@ def int8_section(plan: Plan, tiny_model=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="keras_vit_bench_int8_") as tmp:
         for label, (quantization, symmetric) in variants.items():
             content = tflite.convert(classifier, quantization, calibration, symmetric)
-            contents[("digits ViT", label)] = content
+            contents[("bench ViT 32px", label)] = content
             path = Path(tmp) / f"{label.replace(' ', '_')}.tflite"
             path.write_bytes(content)
             runs = max(plan.max_runs, 50) if not plan.quick else 2
@@ -786,7 +787,7 @@ def int8_section(plan: Plan, tiny_model=None) -> dict:
 
 def add_rates(rows: list, plan: Plan, mach: dict) -> None:
     """GFLOP/s and share of the peak for every timed row."""
-    configs = {**plan.models, **plan.training, "digits ViT": plan.digits}
+    configs = {**plan.models, **plan.training, "bench ViT 32px": plan.digits}
     for r in rows:
         if r["status"] not in ("ok", "mismatch"):
             continue
@@ -878,7 +879,7 @@ def targets(rows: list, int8: dict, plan: Plan) -> list:
             quantization = label.split()[0]
             found.append(
                 {
-                    "target": f"digits ViT {quantization} TFLite <= 0.5x float32 "
+                    "target": f"bench ViT 32px {quantization} TFLite <= 0.5x float32 "
                     f"({threads} thread)",
                     "value": round(ratio, 3),
                     "met": ratio <= 0.5,
@@ -1024,7 +1025,7 @@ def markdown(results: dict) -> str:
     int8 = results["int8"]
     lines += [
         "",
-        "## int8 on LiteRT: digits ViT (trained here), before / after the matmul ranges, "
+        "## int8 on LiteRT: bench ViT 32px (trained here), before / after the matmul ranges, "
         "and int8_cpu",
         "",
         f"Keras accuracy {100 * int8['keras_accuracy']:.2f} % on {int8['test_images']} "

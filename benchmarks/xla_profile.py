@@ -16,7 +16,7 @@ splits in two: LayerNorm means, and in training the LayerNorm-scale and bias gra
 summed over the batch's rows). Times are thread-milliseconds per call: two ops that ran
 side by side on two threads both count, so the column can add up to more than the wall
 time, which is reported beside it (median of untraced calls). `--model digits` is
-`benchmarks/run.py`'s digits ViT, `--model tiny` a 32 px, 2-block model for a smoke test.
+`benchmarks/run.py`'s bench ViT 32px, `--model tiny` a 32 px, 2-block model for a smoke test.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def test_quick_benchmark_produces_every_row(tmp_path):
     assert set(int8["files"]) == labels
     assert int8["files"]["int8 after"]["float_compute_ops"] == 0
     assert "SOFTMAX" in int8["files"]["int8_cpu"]["float_compute_op_names"]
-    assert set(int8["profiles"]["digits ViT"]) == labels
+    assert set(int8["profiles"]["bench ViT 32px"]) == labels
     names = " ".join(t["target"] for t in results["targets"])
     for expected_target in (
         "Keras tiny batch-1",
@@ -78,7 +78,7 @@ def test_quick_benchmark_produces_every_row(tmp_path):
         "tiny int8_cpu TFLite",
         "digits int8:",
         "digits int8_cpu:",
-        "digits ViT int8_cpu TFLite",
+        "bench ViT 32px int8_cpu TFLite",
         "training",
     ):
         assert expected_target in names
