@@ -33,6 +33,7 @@ import numpy as np
 from export import tflite_reader
 from export.runtime_versions import unmet_requirements
 from keras_vit.images import ImageFileError, read_resized  # noqa: F401 (ImageFileError is API here)
+from keras_vit.validation import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,6 @@ def _too_old(module_name: str, summary) -> str | None:
     return f"{unmet[0]}, but {package} {installed} is installed: pip install ai-edge-litert"
 
 
-def _first_line(error: BaseException) -> str:
-    """The first non-empty line of an interpreter's (often multi-line) error message."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 def open_interpreter(content: bytes, num_threads: int | None, backends=None, summary=None):
     """The first interpreter backend that imports and allocates `content`.
 
@@ -112,14 +107,14 @@ def open_interpreter(content: bytes, num_threads: int | None, backends=None, sum
             module = importlib.import_module(module_name)
             interpreter_class = getattr(module, attr)
         except Exception as error:  # ImportError, or a broken install that raises on import
-            failures.append(f"{module_name}: {type(error).__name__}: {_first_line(error)}")
+            failures.append(f"{module_name}: {type(error).__name__}: {first_line(error)}")
             continue
         try:
             interpreter = interpreter_class(model_content=content, num_threads=num_threads)
             interpreter.allocate_tensors()
         except Exception as error:
             logger.warning("%s could not open the model: %s", module_name, error)
-            failures.append(f"{module_name}: {type(error).__name__}: {_first_line(error)}")
+            failures.append(f"{module_name}: {type(error).__name__}: {first_line(error)}")
             too_old = too_old or _too_old(module_name, summary)
             continue
         logger.debug("Using the %s interpreter", module_name)

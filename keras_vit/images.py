@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_vit.validation import first_line
+
 # File extensions a folder scan treats as images (compared lower-case).
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
@@ -105,9 +107,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             upright = ImageOps.exif_transpose(image)
             return _to_rgb_array(upright)
     except Exception as error:  # Pillow's decoders raise many types for broken files
-        text = str(error).strip()
-        cause = text.splitlines()[0] if text else type(error).__name__
-        raise ImageFileError(f"Cannot read image {path}: {cause}") from None
+        raise ImageFileError(f"Cannot read image {path}: {first_line(error)}") from None
 
 
 def read_resized(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:

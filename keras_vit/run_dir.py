@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from keras_vit.validation import first_line
+
 FORMAT = "keras-vit-checkpoint"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -148,11 +150,6 @@ class RunModelError(ValueError):
     """A run directory's `model.keras` cannot be used (one line naming the file)."""
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _cause(path: Path, error: BaseException) -> str:
     """A short cause for a `keras.saving.load_model` failure."""
     text = str(error)
@@ -163,7 +160,7 @@ def _cause(path: Path, error: BaseException) -> str:
         return "its weights are truncated or corrupt"
     if isinstance(error, (zipfile.BadZipFile, EOFError)):
         return "it is truncated or not a Keras archive"
-    return _first_line(error)
+    return first_line(error)
 
 
 def load_model_file(path: str | Path):

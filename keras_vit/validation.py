@@ -28,3 +28,12 @@ def check_seed(value) -> None:
 def sub_seed(seed: int | None, offset: int) -> int | None:
     """Derives a stable per-sublayer seed from a layer seed (None stays None)."""
     return None if seed is None else seed + offset
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when the message is empty).
+
+    For one-line error messages built from a library's often multi-line exception.
+    """
+    text = str(error).strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__

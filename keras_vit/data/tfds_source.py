@@ -24,6 +24,7 @@ from keras_vit.data.base import (
     resize_uint8,
     to_rgb,
 )
+from keras_vit.validation import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _builder(name: str, data_dir):
     try:
         return tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises AssertionError for an unknown version
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = first_line(error)
         # tfds prefixes the cause with the builder's arguments: keep the cause.
         cause = text.rsplit('}": ', 1)[-1]
         raise DataError(f"Cannot use tensorflow-datasets {name!r}: {cause}") from None
@@ -112,10 +113,10 @@ def tfds_examples(name: str, split: str, size: tuple[int, int], data_dir) -> Exa
         try:
             builder.download_and_prepare()
         except Exception as error:  # network, disk, manual-download data sets, ...
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            cause_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise DataError(
                 f"Could not download tensorflow-datasets {name!r} into {builder.data_dir}: "
-                f"{type(error).__name__}: {first_line}"
+                f"{type(error).__name__}: {cause_line}"
             ) from None
     info = builder.info
     image_key, label_key = info.supervised_keys or ("image", "label")
