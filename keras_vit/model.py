@@ -29,7 +29,14 @@ import numpy as np
 from keras_vit.hybrid_keys import feature_stride
 from keras_vit.layers import GELU_FORMS, GeluForm, GraphForm
 from keras_vit.logits_loss import check_logits_loss
-from keras_vit.parts import PIXEL_MEAN, PIXEL_STD, build_parts, build_stem, forward
+from keras_vit.parts import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    build_parts,
+    build_stem,
+    float_dtype_policy,
+    forward,
+)
 from keras_vit.resnet import ResNetStem
 from keras_vit.validation import (
     check_bools,
@@ -37,7 +44,6 @@ from keras_vit.validation import (
     check_positive_ints,
     check_rates,
     check_seed,
-    float_dtype_policy,
     image_size_pair,
 )
 

@@ -4,7 +4,7 @@
 `VisionTransformer` (each built as it is created, so that unseeded initialisers draw from
 Keras's global seed in a fixed order); `forward` runs them. The model's functional graph,
 its inference call and the export graphs (`export.classifier`) are all `forward` with
-different options.
+different options. `float_dtype_policy` checks the dtype policy the layers are built with.
 """
 
 from __future__ import annotations
@@ -44,6 +44,33 @@ class ViTParts(NamedTuple):
     pre_logits: keras.layers.Dense | None
     head: keras.layers.Dense | None
     predictions: keras.layers.Activation | None
+
+
+def float_dtype_policy(dtype) -> keras.DTypePolicy | None:
+    """The Keras dtype policy for `dtype` (None stays None).
+
+    Raises:
+        ValueError: `dtype` is not a dtype or policy that computes and stores in floats
+            (one line naming `dtype`).
+    """
+    if dtype is None:
+        return None
+    try:
+        policy = keras.dtype_policies.get(dtype)
+    except (ValueError, TypeError):
+        policy = None
+    if policy is None or not all(
+        _is_float(d) for d in (policy.compute_dtype, policy.variable_dtype)
+    ):
+        raise ValueError(
+            "Expected `dtype` to be a floating-point dtype or policy such as 'float32' or "
+            f"'mixed_bfloat16'. Received: dtype={dtype!r}"
+        )
+    return policy
+
+
+def _is_float(dtype) -> bool:
+    return keras.backend.is_float_dtype(keras.backend.standardize_dtype(dtype))
 
 
 def built(layer: keras.layers.Layer, input_shape: tuple) -> keras.layers.Layer:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
-
 
 def check_positive_int(name: str, value) -> None:
     """Raises ValueError unless `value` is an int (not a bool) greater than 0."""
@@ -67,33 +65,6 @@ def image_size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
         "Expected `image_size` to be a positive int or a (height, width) pair of positive "
         f"ints. Received: image_size={image_size!r}"
     )
-
-
-def float_dtype_policy(dtype) -> keras.DTypePolicy | None:
-    """The Keras dtype policy for `dtype` (None stays None).
-
-    Raises:
-        ValueError: `dtype` is not a dtype or policy that computes and stores in floats
-            (one line naming `dtype`).
-    """
-    if dtype is None:
-        return None
-    try:
-        policy = keras.dtype_policies.get(dtype)
-    except (ValueError, TypeError):
-        policy = None
-    if policy is None or not all(
-        _is_float(d) for d in (policy.compute_dtype, policy.variable_dtype)
-    ):
-        raise ValueError(
-            "Expected `dtype` to be a floating-point dtype or policy such as 'float32' or "
-            f"'mixed_bfloat16'. Received: dtype={dtype!r}"
-        )
-    return policy
-
-
-def _is_float(dtype) -> bool:
-    return keras.backend.is_float_dtype(keras.backend.standardize_dtype(dtype))
 
 
 def sub_seed(seed: int | None, offset: int) -> int | None:
