@@ -16,10 +16,6 @@ Graph, as the original JAX code (`vit_jax/models_vit.py`):
 
 The hybrid (`resnet_layers` set, the paper's section 3.1) cuts its patches from the feature
 map of a BiT ResNet stem (`keras_vit.resnet.ResNetStem`) instead of from the pixels.
-
-Over 500 lines for one reason: it is one class, whose docstring documents every
-architecture argument once (`ViT` and the builders forward to it) and whose constructor
-checks them all; the computation itself is `_forward`, the one forward pass.
 """
 
 from __future__ import annotations
@@ -33,51 +29,84 @@ import numpy as np
 from keras_vit.hybrid_keys import feature_stride
 from keras_vit.layers import GELU_FORMS, GeluForm, GraphForm
 from keras_vit.logits_loss import check_logits_loss
-from keras_vit.parts import PIXEL_MEAN, PIXEL_STD, build_parts, built, forward
-from keras_vit.resnet import ResNetStem, stem_channels
-from keras_vit.validation import check_positive_int, check_rate, check_seed, sub_seed
+from keras_vit.parts import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    build_parts,
+    build_stem,
+    float_dtype_policy,
+    forward,
+)
+from keras_vit.resnet import ResNetStem
+from keras_vit.validation import (
+    check_bools,
+    check_positive_int,
+    check_positive_ints,
+    check_rates,
+    check_seed,
+    image_size_pair,
+)
 
 Pooling = Literal["token", "gap"]
 
 __all__ = ["PIXEL_MEAN", "PIXEL_STD", "VisionTransformer"]
 
 
-def _image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        check_positive_int("image_size", image_size)
-        return image_size, image_size
-    if (
-        isinstance(image_size, Sequence)
-        and len(image_size) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in image_size)
-    ):
-        return int(image_size[0]), int(image_size[1])
-    raise ValueError(
-        "Expected `image_size` to be a positive int or a (height, width) pair of positive "
-        f"ints. Received: image_size={image_size!r}"
+def _token_grid(
+    input_shape: tuple[int, int, int], stem: ResNetStem | None, patch_size: int
+) -> tuple[int, int]:
+    """The token grid `(rows, columns)`: the image's (the stem's feature map's for a hybrid)
+    sides over `patch_size`.
+
+    Raises:
+        ValueError: `patch_size` does not divide them (one line).
+    """
+    height, width = input_shape[:2]
+    feature_hw = (
+        (height, width) if stem is None else stem.compute_output_shape((None, *input_shape))[1:3]
     )
-
-
-def _dtype_policy(dtype) -> keras.DTypePolicy | None:
-    """The dtype policy for `dtype`, refusing anything that does not compute in floats."""
-    if dtype is None:
-        return None
-    try:
-        policy = keras.dtype_policies.get(dtype)
-    except (ValueError, TypeError):
-        policy = None
-    if policy is None or not all(
-        _is_float(d) for d in (policy.compute_dtype, policy.variable_dtype)
-    ):
+    if feature_hw[0] % patch_size or feature_hw[1] % patch_size:
+        at = "" if stem is None else f" (the stem's feature map is {feature_hw[0]}x{feature_hw[1]})"
         raise ValueError(
-            "Expected `dtype` to be a floating-point dtype or policy such as 'float32' or "
-            f"'mixed_bfloat16'. Received: dtype={dtype!r}"
+            f"Expected image size divisible by patch_size{at}. "
+            f"Received: image_size={height}x{width}, patch_size={patch_size}"
         )
-    return policy
+    return feature_hw[0] // patch_size, feature_hw[1] // patch_size
 
 
-def _is_float(dtype) -> bool:
-    return keras.backend.is_float_dtype(keras.backend.standardize_dtype(dtype))
+def _check_options(
+    hidden_size: int,
+    num_heads: int,
+    pooling,
+    gelu,
+    classifier_activation,
+    train_class_token_only,
+    include_preprocessing,
+) -> None:
+    """Raises ValueError (one line naming the argument) unless the heads split `hidden_size`,
+    each option is one the model knows and the two switches are bools that go with `pooling`."""
+    if hidden_size % num_heads:
+        raise ValueError(
+            "Expected hidden_size divisible by num_heads. "
+            f"Received: hidden_size={hidden_size}, num_heads={num_heads}"
+        )
+    if pooling not in ("token", "gap"):
+        raise ValueError(
+            f"Expected `pooling` to be 'token' or 'gap'. Received: pooling={pooling!r}"
+        )
+    if gelu not in GELU_FORMS:
+        raise ValueError(f"Expected `gelu` to be one of {GELU_FORMS}. Received: gelu={gelu!r}")
+    if classifier_activation is not None:
+        keras.activations.get(classifier_activation)  # raises on an unknown name
+    check_bools(
+        train_class_token_only=train_class_token_only,
+        include_preprocessing=include_preprocessing,
+    )
+    if train_class_token_only and pooling != "token":
+        raise ValueError(
+            "`train_class_token_only=True` needs pooling='token' (with 'gap' the head "
+            f"reads every token). Received: pooling={pooling!r}"
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -182,79 +211,40 @@ class VisionTransformer(keras.Model):
         name: str = "vit",
         **kwargs,
     ):
-        height, width = _image_hw(image_size)
-        for arg, value in (
-            ("patch_size", patch_size),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-            ("num_heads", num_heads),
-            ("mlp_dim", mlp_dim),
-            ("num_channels", num_channels),
-        ):
-            check_positive_int(arg, value)
+        height, width = image_size_pair(image_size)
+        check_positive_ints(
+            patch_size=patch_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            num_channels=num_channels,
+        )
         if include_top:
             check_positive_int("num_classes", num_classes)
         if representation_size is not None:
             check_positive_int("representation_size", representation_size)
-        for arg, value in (
-            ("dropout", dropout),
-            ("attention_dropout", attention_dropout),
-            ("drop_path_rate", drop_path_rate),
-        ):
-            check_rate(arg, value)
+        check_rates(
+            dropout=dropout, attention_dropout=attention_dropout, drop_path_rate=drop_path_rate
+        )
         check_seed(seed)
-        policy = _dtype_policy(dtype)
-        resnet, feature_hw, embedding_channels = None, (height, width), num_channels
-        if resnet_layers is not None:
-            names = ("resnet_layers", "resnet_width")
-            embedding_channels = stem_channels(resnet_layers, resnet_width, names)[1]
-            resnet_layers, resnet_width = tuple(resnet_layers), float(resnet_width)
-            resnet = built(
-                ResNetStem(
-                    resnet_layers, resnet_width, sub_seed(seed, 3), dtype=policy, name="resnet"
-                ),
-                (None, height, width, num_channels),
-            )
-            feature_hw = resnet.compute_output_shape((None, height, width, num_channels))[1:3]
-        if feature_hw[0] % patch_size or feature_hw[1] % patch_size:
-            stem = (
-                ""
-                if resnet is None
-                else f" (the stem's feature map is {feature_hw[0]}x{feature_hw[1]})"
-            )
-            raise ValueError(
-                f"Expected image size divisible by patch_size{stem}. "
-                f"Received: image_size={height}x{width}, patch_size={patch_size}"
-            )
-        if hidden_size % num_heads:
-            raise ValueError(
-                "Expected hidden_size divisible by num_heads. "
-                f"Received: hidden_size={hidden_size}, num_heads={num_heads}"
-            )
-        if pooling not in ("token", "gap"):
-            raise ValueError(
-                f"Expected `pooling` to be 'token' or 'gap'. Received: pooling={pooling!r}"
-            )
-        if gelu not in GELU_FORMS:
-            raise ValueError(f"Expected `gelu` to be one of {GELU_FORMS}. Received: gelu={gelu!r}")
-        if classifier_activation is not None:
-            keras.activations.get(classifier_activation)  # raises on an unknown name
-        for arg, value in (
-            ("train_class_token_only", train_class_token_only),
-            ("include_preprocessing", include_preprocessing),
-        ):
-            if not isinstance(value, bool):
-                raise ValueError(f"Expected `{arg}` to be True or False. Received: {arg}={value!r}")
-        if train_class_token_only and pooling != "token":
-            raise ValueError(
-                "`train_class_token_only=True` needs pooling='token' (with 'gap' the head "
-                f"reads every token). Received: pooling={pooling!r}"
-            )
-
-        grid_h, grid_w = feature_hw[0] // patch_size, feature_hw[1] // patch_size
+        policy = float_dtype_policy(dtype)
+        resnet, resnet_layers, resnet_width, embedding_channels = build_stem(
+            resnet_layers, resnet_width, (height, width, num_channels), seed, policy
+        )
+        grid = _token_grid((height, width, num_channels), resnet, patch_size)
+        _check_options(
+            hidden_size,
+            num_heads,
+            pooling,
+            gelu,
+            classifier_activation,
+            train_class_token_only,
+            include_preprocessing,
+        )
 
         parts = build_parts(
-            grid=(grid_h, grid_w),
+            grid=grid,
             patch_size=patch_size,
             embedding_channels=embedding_channels,
             hidden_size=hidden_size,
@@ -306,7 +296,7 @@ class VisionTransformer(keras.Model):
         self.resnet_layers = resnet_layers
         self.resnet_width = float(resnet_width)
         self.embedding_channels = embedding_channels
-        self._grid_size = (grid_h, grid_w)
+        self._grid_size = grid
         self._vit_dtype = None if policy is None else policy.name
         self._parts = parts
 

@@ -8,7 +8,9 @@ import pytest
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
 
 # The integration tier (setup.cfg's `integration` marker): end-to-end tests that start
-# subprocesses with TensorFlow, kernels, worker clusters or fresh virtual environments.
+# subprocesses with TensorFlow, kernels, worker clusters or fresh virtual environments, and
+# the export checks of every quantization, of the hybrid and of the per-op profiles and
+# fidelity (the unit tier converts one small model per concept: float32, int8, Edge TPU).
 # `make test` runs them, `make test-fast` skips them. Marked here, by test module and test
 # function name, so that the test files themselves need no edit; `ALL` marks a whole module.
 # tests/test_tiers.py checks that every name below exists.
@@ -32,6 +34,46 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_killed_worker_then_both_resume_from_the_last_completed_epoch",
         }
     ),
+    # Int8 / int8_cpu / calibration files of a tiny ViT compared with Keras, op by op.
+    "test_export_fidelity.py": frozenset(
+        {
+            "test_file_logits_match_keras_and_the_quantized_figures_are_sane",
+            "test_the_logits_output_leaves_the_probabilities_unchanged",
+            "test_minmax_calibration_is_the_default_file_bit_for_bit",
+        }
+    ),
+    # Per-op profiles of the int8 files (symmetric matmul ranges, no-op ADDs, int8_cpu).
+    "test_export_profile.py": frozenset(
+        {
+            "test_int8_matmuls_have_zero_point_zero_right_operands_and_run_on_xnnpack",
+            "test_without_symmetric_ranges_xnnpack_refuses_the_int8_matmuls",
+            "test_symmetric_ranges_change_only_the_matmul_operands",
+            "test_dropping_the_epsilon_adds_changes_no_output",
+            "test_drop_noop_adds_keeps_an_add_that_changes_values",
+            "test_int8_cpu_keeps_only_softmax_rsqrt_gelu_in_float_and_runs_on_xnnpack",
+            "test_profile_cli",
+        }
+    ),
+    # Every quantization (float16, dynamic, int8_cpu, int16x8) and the hybrid's export.
+    "test_export_tflite.py": frozenset(
+        {
+            "test_export_writes_every_file_and_the_report",
+            "test_int8_cpu_file_agrees_like_int8_with_float_islands",
+            "test_other_quantizations",
+            "test_float_compute_op_definition",
+            "test_report_gives_each_files_oldest_runtime",
+            "test_predict_names_the_op_an_old_runtime_lacks",
+            "test_report_gives_fidelity_figures_for_every_file",
+            "test_hybrid_float32_and_int8_files",
+            "test_hybrid_edgetpu_file_maps_every_op",
+            # A second int8 conversion, with MSE calibration and smoothing (the unit tier
+            # converts with the default calibration and checks these flags' bad values).
+            "test_cli_int8_options_mse_calibration_and_smoothing",
+        }
+    ),
+    # A training run of the hybrid through the CLI, end to end (its flags, model and
+    # loading have unit tests).
+    "test_hybrid.py": frozenset({"test_train_cli_trains_a_tiny_hybrid"}),
     "test_notebooks.py": frozenset(
         {
             "test_notebook_runs",
@@ -40,9 +82,17 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_runner_refuses_writes_outside_the_output_folder",
         }
     ),
+    # A fresh interpreter that imports Keras first, then loads a saved model.
+    "test_package.py": frozenset({"test_import_after_keras_registers_the_layers_for_load_model"}),
     "test_readme_examples.py": frozenset({"test_python_block_runs", "test_quickstart_learns"}),
-    # Two complete training runs compared weight for weight.
-    "test_training.py": frozenset({"test_same_seed_same_result"}),
+    # Two complete training runs compared weight for weight; four runs into one folder
+    # with --overwrite, failing at each step (a fault-recovery case).
+    "test_training.py": frozenset(
+        {
+            "test_same_seed_same_result",
+            "test_overwrite_keeps_the_previous_run_until_an_epoch_completes",
+        }
+    ),
 }
 
 

@@ -15,24 +15,35 @@ from export.classifier import PixelClassifier
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """float32, int8 (with and without symmetric matmul ranges, with and without the no-op
-    ADDs) and int8_cpu files of a TINY ViT."""
+def classifier_and_float32(tmp_path_factory):
+    """A TINY ViT (with a random head) as a pixel classifier, 8 calibration images and its
+    float32 file."""
     model = keras_vit.ViT(num_classes=10, seed=3, **TINY)
     rng = np.random.default_rng(0)
     for variable in model.get_layer("head").weights:
         variable.assign(rng.normal(0.0, 0.1, variable.shape).astype("float32"))
     classifier = PixelClassifier(model, [127.5] * 3, [127.5] * 3)
     calibration = rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
-    out = tmp_path_factory.mktemp("profile")
-    paths = {}
-    for label, quantization, symmetric in (
-        ("float32", "float32", True),
-        ("int8", "int8", True),
-        ("int8_plain", "int8", False),
-    ):
+    float32 = tmp_path_factory.mktemp("profile") / "float32.tflite"
+    float32.write_bytes(tflite.convert(classifier, "float32", calibration, True))
+    return classifier, calibration, float32
+
+
+@pytest.fixture(scope="module")
+def float32_file(classifier_and_float32):
+    return classifier_and_float32[2]
+
+
+@pytest.fixture(scope="module")
+def files(classifier_and_float32):
+    """The float32 file and the int8 files (with and without symmetric matmul ranges, with
+    and without the no-op ADDs) and int8_cpu file of the same ViT."""
+    classifier, calibration, float32 = classifier_and_float32
+    out = float32.parent
+    paths = {"float32": float32}
+    for label, symmetric in (("int8", True), ("int8_plain", False)):
         paths[label] = out / f"{label}.tflite"
-        paths[label].write_bytes(tflite.convert(classifier, quantization, calibration, symmetric))
+        paths[label].write_bytes(tflite.convert(classifier, "int8", calibration, symmetric))
     paths["int8_cpu"] = out / "int8_cpu.tflite"
     paths["int8_cpu"].write_bytes(tflite.convert(classifier, "int8_cpu", calibration))
     paths["int8_with_adds"] = out / "int8_with_adds.tflite"
@@ -160,8 +171,8 @@ def test_int8_cpu_keeps_only_softmax_rsqrt_gelu_in_float_and_runs_on_xnnpack(fil
     assert profile.delegate_partitions(content) <= 2 < profile.delegate_partitions(full)
 
 
-def test_single_op_models_cover_every_op(files):
-    content = files["float32"].read_bytes()
+def test_single_op_models_cover_every_op(float32_file):
+    content = float32_file.read_bytes()
     summary = tflite_reader.read_summary(content)
     singles = profile.single_op_models(content)
     assert [s[1] for s in singles] == [op.name for op in summary.operators]
@@ -172,12 +183,10 @@ def test_single_op_models_cover_every_op(files):
         assert dtype == "float32" and shape == summary.tensors[first_output].shape
 
 
-def test_profile_model_report(files):
-    report = profile.profile_model(files["float32"].read_bytes(), num_threads=1, runs=2, warmup=1)
+def test_profile_model_report(float32_file):
+    report = profile.profile_model(float32_file.read_bytes(), num_threads=1, runs=2, warmup=1)
     assert report["num_ops"] == len(report["ops"]) == sum(r["count"] for r in report["by_op"])
-    assert report["delegate_partitions"] == profile.delegate_partitions(
-        files["float32"].read_bytes()
-    )
+    assert report["delegate_partitions"] == profile.delegate_partitions(float32_file.read_bytes())
     assert report["model_ms"] > 0 and report["overhead_ms"] > 0
     # Float32: XNNPACK takes everything but the one-row slice of the class token.
     assert report["ops_not_delegated"] <= 1
@@ -200,7 +209,7 @@ def test_profile_cli(files, tmp_path, capsys):
         (["MODEL", "--threads", "0"], "--threads and --runs must be at least 1"),
     ],
 )
-def test_profile_cli_bad_input(files, tmp_path, capsys, argv, message):
+def test_profile_cli_bad_input(float32_file, tmp_path, capsys, argv, message):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"not a flatbuffer at all")
     argv = [
@@ -208,7 +217,7 @@ def test_profile_cli_bad_input(files, tmp_path, capsys, argv, message):
         if a == "missing.tflite"
         else str(bad)
         if a == "NOTTFLITE"
-        else str(files["float32"])
+        else str(float32_file)
         if a == "MODEL"
         else a
         for a in argv
@@ -218,11 +227,11 @@ def test_profile_cli_bad_input(files, tmp_path, capsys, argv, message):
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_benchmark_flop_count_is_the_exported_graphs_matmuls(files):
+def test_benchmark_flop_count_is_the_exported_graphs_matmuls(float32_file):
     """benchmarks/run.py's analytic FLOPs (class-token-only last block) equal twice the
     multiply-adds of the float32 file's matmuls, counted from its tensor shapes."""
     run = benchmark_module("run")
-    summary = tflite_reader.read_summary(files["float32"].read_bytes())
+    summary = tflite_reader.read_summary(float32_file.read_bytes())
     matmuls = ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D")
     counted = sum(analysis.macs(summary, op) for op in summary.operators if op.name in matmuls)
     config = {**TINY, "num_classes": 10}

@@ -1,7 +1,9 @@
 """TFLite export of a small trained checkpoint: files, report, metadata, runtime, bad input.
 
-One module-scoped export (every quantization and the Edge TPU profile) of a tiny ViT fit
-for a few epochs on digits serves most tests; it takes about a minute on 2 cores.
+A tiny ViT fit for a few epochs on digits is exported once per module: float32, int8 and
+the Edge TPU file (`exported`, one conversion per concept) serve the unit tier; the
+every-quantization export (`exported_every_mode`) and the hybrid's serve the tests of the
+other quantizations, which conftest.INTEGRATION puts in the integration tier.
 """
 
 import json
@@ -55,7 +57,7 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(checkpoint):
+def exported_every_mode(checkpoint):
     report = tflite.export_tflite(
         checkpoint,
         checkpoint.parent / "tflite",
@@ -63,6 +65,26 @@ def exported(checkpoint):
         calibration_samples=64,
         edgetpu=True,
         latency_runs=3,
+    )
+    return Path(report["output_dir"]), report
+
+
+@pytest.fixture(scope="module")
+def exported(request, checkpoint):
+    """The float32, int8 and Edge TPU files with their report.
+
+    Each file is what `exported_every_mode` writes for it (the same checkpoint, calibration
+    sample and seed), so a session that runs the every-mode tests too reuses that export.
+    """
+    if any("exported_every_mode" in item.fixturenames for item in request.session.items):
+        return request.getfixturevalue("exported_every_mode")
+    report = tflite.export_tflite(
+        checkpoint,
+        checkpoint.parent / "tflite_float32_int8",
+        quantize=["float32", "int8"],
+        calibration_samples=64,
+        edgetpu=True,
+        latency_runs=1,
     )
     return Path(report["output_dir"]), report
 
@@ -77,8 +99,8 @@ def entry(report, name):
     return found
 
 
-def test_export_writes_every_file_and_the_report(exported):
-    out, report = exported
+def test_export_writes_every_file_and_the_report(exported_every_mode):
+    out, report = exported_every_mode
     names = sorted(p.name for p in out.iterdir())
     expected = [tflite.file_name(q) for q in QUANTIZATIONS] + [
         output_folder.MARKER_FILE,
@@ -121,8 +143,8 @@ def test_int8_file_is_fully_integer_with_pixel_input(exported):
     assert e["size_vs_float32"] < 0.6
 
 
-def test_int8_cpu_file_agrees_like_int8_with_float_islands(exported):
-    _, report = exported
+def test_int8_cpu_file_agrees_like_int8_with_float_islands(exported_every_mode):
+    _, report = exported_every_mode
     e, full = entry(report, "model_int8_cpu.tflite"), entry(report, "model_int8.tflite")
     assert e["input"] == full["input"] and e["output"] == full["output"]  # uint8 in and out
     assert set(e["float_compute_op_names"]) == {*tflite.FLOAT_ISLAND_OPS, "DEQUANTIZE", "QUANTIZE"}
@@ -132,8 +154,8 @@ def test_int8_cpu_file_agrees_like_int8_with_float_islands(exported):
     assert e["size_vs_float32"] < 0.6
 
 
-def test_other_quantizations(exported):
-    _, report = exported
+def test_other_quantizations(exported_every_mode):
+    _, report = exported_every_mode
     assert entry(report, "model_int16x8.tflite")["float_compute_ops"] == 0
     assert entry(report, "model_int16x8.tflite")["top1_agreement"] >= 0.99
     assert "DEQUANTIZE" in entry(report, "model_float16.tflite")["op_histogram"]
@@ -565,8 +587,8 @@ def test_edgetpu_check_cli(exported, capsys, tmp_path):
     assert code == 1 and "is not a TFLite model" in err
 
 
-def test_float_compute_op_definition(exported):
-    out, _ = exported
+def test_float_compute_op_definition(exported_every_mode):
+    out, _ = exported_every_mode
     dynamic = tflite_reader.read_summary((out / "model_dynamic.tflite").read_bytes())
     names = {op.name for op in analysis.float_compute_ops(dynamic)}
     assert "FULLY_CONNECTED" in names  # int8 weights, float activations
@@ -642,10 +664,10 @@ def _converter_min_runtime(content: bytes) -> str:
     return bytes(model.buffers[entry.buffer].data).rstrip(b"\0").decode()
 
 
-def test_report_gives_each_files_oldest_runtime(exported):
+def test_report_gives_each_files_oldest_runtime(exported_every_mode):
     from export.runtime_versions import minimum_runtime, parse_version
 
-    out, report = exported
+    out, report = exported_every_mode
     for e in report["files"]:
         content = (out / e["file"]).read_bytes()
         requirement = minimum_runtime(tflite_reader.read_summary(content))
@@ -660,7 +682,7 @@ def test_report_gives_each_files_oldest_runtime(exported):
 
 
 @pytest.mark.parametrize("name", ["model_dynamic.tflite", "model_int16x8.tflite"])
-def test_predict_names_the_op_an_old_runtime_lacks(exported, monkeypatch, capsys, name):
+def test_predict_names_the_op_an_old_runtime_lacks(exported_every_mode, monkeypatch, capsys, name):
     import types
 
     from export import predict, runtime
@@ -675,7 +697,7 @@ def test_predict_names_the_op_an_old_runtime_lacks(exported, monkeypatch, capsys
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", module)
     monkeypatch.setattr(runtime, "BACKENDS", (("tflite_runtime.interpreter", "Interpreter"),))
     monkeypatch.setattr(runtime, "backend_version", lambda module_name: "2.14.0")
-    out, _ = exported
+    out, _ = exported_every_mode
     model = out / name
     needed = minimum_runtime(tflite_reader.read_summary(model.read_bytes()))
     code, _, err = run_cli(predict.main, [model, out / "labels.txt"], capsys)
@@ -755,8 +777,8 @@ def test_hybrid_edgetpu_file_maps_every_op(hybrid_exported):
     assert e["top1_agreement"] >= 0.98
 
 
-def test_report_gives_fidelity_figures_for_every_file(exported):
-    _, report = exported
+def test_report_gives_fidelity_figures_for_every_file(exported_every_mode):
+    _, report = exported_every_mode
     for e in report["files"]:
         for key in ("max_logit_error", "mean_logit_error", "ranking_agreement"):
             assert key in e, (e["file"], key)
