@@ -47,18 +47,22 @@ demo-export: $(STAMP)
 # Benchmarks (issue 7). Peers are optional and never runtime dependencies:
 # - timm on CPU PyTorch lives in its own interpreter, .venv-peers (~4.8 GB). torchvision's
 #   PyPI wheel loads only against the CUDA build of torch (it runs on the CPU here), and
-#   PIP_FIND_LINKS is unset so that pip does not pick a local CPU-only torch wheel.
+#   PIP_FIND_LINKS is unset and torch pinned with `===` (exactly 2.13.0, not 2.13.0+cpu) so
+#   that pip does not pick a local CPU-only torch wheel from a find-links folder.
+# - ONNX Runtime, OpenVINO and NNCF for `benchmarks/fidelity.py --peers` go into .venv-peers too.
 # - keras-hub goes into .venv beside TensorFlow. keras-hub 0.32.0 pins kagglesdk==0.1.28
 #   while the dev pins hold kagglesdk 0.1.37 (for kagglehub), so it is installed with
 #   --no-deps together with the three imports it needs at import time; its ViT needs none
 #   of kagglesdk, tensorflow-text or tokenizers to run.
 PEERS ?= .venv-peers
 BENCH_OUTPUT ?= results.json
+ONNX_PEER_PINS = onnx==1.23.2 onnxruntime==1.31.1 openvino==2026.4.1 nncf==3.4.0
 KERAS_HUB_PINS = keras-hub==0.32.0 tensorflow-text==2.21.1 tokenizers==0.23.3 sentencepiece==0.2.3
 bench-peers: $(STAMP)
 	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
-	env -u PIP_FIND_LINKS $(PEERS)/bin/pip install --quiet torch==2.13.0 torchvision==0.28.0 pyyaml huggingface_hub safetensors pillow
+	env -u PIP_FIND_LINKS $(PEERS)/bin/pip install --quiet torch===2.13.0 torchvision==0.28.0 pyyaml huggingface_hub safetensors pillow
 	$(PEERS)/bin/pip install --quiet --no-deps timm==1.0.31
+	$(PEERS)/bin/pip install --quiet $(ONNX_PEER_PINS)
 	$(BIN)/pip install --quiet --no-deps $(KERAS_HUB_PINS)
 
 bench: $(STAMP)

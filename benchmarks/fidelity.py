@@ -2,6 +2,7 @@
 
     python benchmarks/fidelity.py --output benchmarks/results/DATE-fidelity [--quick]
         [--models random stress digits] [--inputs 256] [--calibration-images 64]
+        [--peers .venv-peers/bin/python]
 
 For each model, the float32 file and the `int8` and `int8_cpu` files of each variant
 (the default minmax calibration, `percentile`, `mse`, and LayerNorm smoothing with `mse`)
@@ -16,6 +17,8 @@ Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a ran
 `stress.stress` (outlier channels, heavy tails); `digits` is the bench ViT 32px of
 `run.train_digits`, on its test split. Writes `<output>.json` and `<output>.md`.
 `--quick` runs tiny models with few inputs: a smoke test of every code path.
+`--peers PEER_PYTHON` adds ONNX Runtime and OpenVINO rows (fp32, bf16, int8) of the same
+weights on the same inputs, run by that interpreter (`peers.py`, `make bench-peers`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import peers
 from run import DIGITS, TINY, Plan, machine, train_digits, vit
 from stress import stress
 
@@ -153,7 +157,8 @@ def markdown(results: dict) -> str:
         "Errors are relative to each input's float logit spread (`export.fidelity`); ranking:",
         "top-1 agreement after subtracting each class's mean over the inputs.",
     ]
-    return "\n".join(lines) + "\n"
+    notes = peers.markdown(results["peers"]) if "peers" in results else ""
+    return "\n".join(lines) + "\n" + notes
 
 
 def main(argv=None) -> int:
@@ -163,9 +168,18 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["random", "stress", "digits"])
     parser.add_argument("--inputs", type=int, default=256)
     parser.add_argument("--calibration-images", type=int, default=64)
+    parser.add_argument(
+        "--peers",
+        metavar="PEER_PYTHON",
+        help="also ONNX Runtime and OpenVINO rows, run by this interpreter (benchmarks/peers.py)",
+    )
     args = parser.parse_args(argv)
     if not Path(args.output).parent.is_dir():
         print(f"error: --output: folder {Path(args.output).parent} does not exist", file=sys.stderr)
+        return 1
+    reason = args.peers and peers.unavailable(args.peers)
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
         return 1
     import datetime
     import tempfile
@@ -176,11 +190,19 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="fidelity_") as scratch:
         for name, (model, calibration, held_out) in chosen.items():
             rows.extend(measure(name, model, calibration, held_out, args.quick, Path(scratch)))
+        if args.peers:
+            runs = 2 if args.quick else 30
+            peer_rows, peer_section = peers.measure_all(
+                args.peers, chosen, PREPROCESSING, runs, Path(scratch)
+            )
+            rows.extend(peer_rows)
+            rows.sort(key=lambda r: list(chosen).index(r["model"]))  # each model's rows together
     results = {
         "date": datetime.date.today().isoformat(),
         "cpu": machine(2)["cpu"],
         "command": "python benchmarks/fidelity.py " + " ".join(argv or sys.argv[1:]),
         "rows": rows,
+        **({"peers": peer_section} if args.peers else {}),
     }
     output = Path(args.output)
     output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")

@@ -511,12 +511,13 @@ class PeerError(RuntimeError):
 
 
 class Peer:
-    """The timm server (`benchmarks/peer_timm.py --serve`) in the peer interpreter."""
+    """A server in the peer interpreter: `script --serve THREADS`, by default the timm one
+    (`benchmarks/peer_timm.py`); `benchmarks/peers.py` runs `peer_onnx.py` with it."""
 
-    def __init__(self, python: str, threads: int, log: Path):
+    def __init__(self, python: str, threads: int, log: Path, script: Path = PEER_SCRIPT):
         self._log = open(log, "w")  # closed in close()
         self.process = subprocess.Popen(
-            [python, str(PEER_SCRIPT), "--serve", str(threads)],
+            [python, str(script), "--serve", str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import benchmark_module
 
@@ -149,3 +150,117 @@ def test_xla_profile_unknown_model_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: unknown --model 'X/99'")
     assert not (tmp_path / "p.json").exists()
+
+
+# === ONNX Runtime / OpenVINO peer rows of fidelity.py (benchmarks/peers.py) ===
+
+PEER_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+FAKE_PEER = """
+import json, sys
+import numpy as np
+for line in sys.stdin:
+    cmd = json.loads(line)
+    if cmd["cmd"] == "versions":
+        answer = {"onnxruntime": "fake"}
+    elif cmd["cmd"] == "load":
+        held_out = np.load(cmd["held_out"])
+        assert held_out.dtype == np.float32 and -1.0 <= held_out.min() <= held_out.max() <= 1.0
+        rng = np.random.default_rng(0)
+        logits = rng.normal(size=(len(held_out), cmd["config"]["num_classes"]))
+        paths = {}
+        for i, runtime in enumerate(["timm"] + RUNTIMES):
+            paths[runtime] = cmd["workdir"] + f"/{i}.npy"
+            np.save(paths[runtime], logits + i)
+        answer = {"logits": paths, "bf16": True}
+    else:
+        answer = {"times_ms": [cmd["threads"] * 10.0, 1.0, 99.0]}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+def test_peer_rows_hold_the_fidelity_figures_and_the_fp32_checks():
+    peers = benchmark_module("peers")
+    from export import fidelity
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(16, 5))
+    logits = {"timm": reference + 1e-6}
+    for i, runtime in enumerate(peers.RUNTIMES):
+        logits[runtime] = reference + rng.normal(scale=0.1 * i, size=reference.shape)
+    latency = {r: {"1": 2.0, "2": 1.0} for r in peers.RUNTIMES}
+    rows, checks = peers.rows("m", reference, logits, latency)
+    assert [r["file"] for r in rows] == list(peers.RUNTIMES)
+    for r in rows:
+        expected = fidelity.fidelity(reference, logits[r["file"]])
+        assert r == {
+            "model": "m",
+            "file": r["file"],
+            "variant": "-",
+            **{k: round(v, 4) for k, v in expected.items()},
+            "latency_ms": {"1": 2.0, "2": 1.0},
+            "max_abs_logit_diff": np.abs(logits[r["file"]] - reference).max(),
+        }
+    assert [c["impl"] for c in checks] == ["timm", "onnxruntime fp32", "openvino fp32"]
+    assert checks[0]["max_abs_logit_diff"] == pytest.approx(1e-6)
+    assert checks[1]["max_abs_logit_diff"] == 0.0  # the first runtime got no noise
+
+
+def test_peers_measure_through_a_fake_peer_server(tmp_path):
+    peers = benchmark_module("peers")
+    run = benchmark_module("run")
+    script = tmp_path / "fake_peer.py"
+    script.write_text(f"RUNTIMES = {list(peers.RUNTIMES)!r}\n" + FAKE_PEER)
+    model = run.vit({**run.TINY, "num_classes": 4})
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    client = peers.Peers(sys.executable, tmp_path, script=script)
+    try:
+        assert client.versions() == {"onnxruntime": "fake"}
+        rows, checks = client.measure("tiny", model, images, images, peers_preprocessing(), runs=3)
+    finally:
+        client.close()
+    assert [r["file"] for r in rows] == list(peers.RUNTIMES)
+    assert all(r["latency_ms"] == {"1": 10.0, "2": 20.0} for r in rows)  # medians
+    assert client.bf16 is True and len(checks) == 3
+    assert (tmp_path / "tiny.npz").is_file()  # our weights, written by save_npz
+
+
+def peers_preprocessing():
+    return {"mean": [127.5] * 3, "std": [127.5] * 3}
+
+
+def test_peers_refuse_a_non_standard_vit():
+    peers = benchmark_module("peers")
+    run = benchmark_module("run")
+    config = run.vit({**run.TINY, "num_classes": 4}, gelu="erf").get_config()
+    with pytest.raises(ValueError, match=r"^tiny: .* needs gelu='tanh'\. Received: gelu='erf'$"):
+        peers.check_standard("tiny", config)
+    peers.check_standard("tiny", {**config, "gelu": "tanh"})  # the standard one passes
+
+
+def test_fidelity_without_the_peer_interpreter_is_one_line(tmp_path):
+    missing = tmp_path / "none" / "python"
+    output = tmp_path / "out"
+    done = run_script("fidelity.py", "--quick", "--peers", str(missing), "--output", str(output))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: --peers: no interpreter at {missing} (make bench-peers creates .venv-peers)"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEER_PYTHON.exists(), reason="no .venv-peers (make bench-peers)")
+def test_fidelity_quick_with_the_real_peers(tmp_path):
+    output = tmp_path / "peers"
+    argv = ["--quick", "--models", "random", "--peers", str(PEER_PYTHON), "--output", str(output)]
+    done = run_script("fidelity.py", *argv, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(output.with_suffix(".json").read_text())
+    peers = benchmark_module("peers")
+    files = [r["file"] for r in results["rows"]]
+    assert files[-len(peers.RUNTIMES) :] == list(peers.RUNTIMES)
+    for check in results["peers"]["checks"]:
+        assert check["max_abs_logit_diff"] < 1e-4, check
+    for r in results["rows"]:
+        assert r["latency_ms"]["1"] > 0 and r["latency_ms"]["2"] > 0
+    assert "fp32 equivalence" in output.with_suffix(".md").read_text()
