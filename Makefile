@@ -22,12 +22,18 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Two pytest workers (pytest-xdist), one per core of the 2-core CI machine; `--dist loadfile`
+# keeps each test file, and so its module and session fixtures, on one worker. TEST_WORKERS=0
+# runs everything in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 test: lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The unit tier: everything but the `slow` and `integration` markers (setup.cfg).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not integration"
+	$(PYTEST) -m "not slow and not integration"
 
 # Trains the default small ViT on digits into demo_out/ckpt (replacing it), evaluates it,
 # then exports it to TFLite (float32, int8, Edge TPU int8) and evaluates the int8 file.

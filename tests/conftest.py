@@ -25,7 +25,11 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_xla_profile_unknown_model_is_one_line",
         }
     ),
-    "test_cli.py": frozenset({"test_sigkill_mid_epoch_then_resume_continues"}),
+    # Training, evaluation, a refused rerun and a failed --overwrite through the CLI, end to
+    # end (the parts have unit tests: test_training, test_bad_inputs' train cases).
+    "test_cli.py": frozenset(
+        {"test_sigkill_mid_epoch_then_resume_continues", "test_train_and_evaluate_cli"}
+    ),
     "test_device_install.py": ALL,
     "test_distribute.py": frozenset(
         {
@@ -69,6 +73,9 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             # A second int8 conversion, with MSE calibration and smoothing (the unit tier
             # converts with the default calibration and checks these flags' bad values).
             "test_cli_int8_options_mse_calibration_and_smoothing",
+            # The CLI's progress lines and hidden converter logs, captured at the file
+            # descriptors around a whole float32 + int8 export.
+            "test_cli_shows_progress_and_hides_converter_logs",
         }
     ),
     # A training run of the hybrid through the CLI, end to end (its flags, model and
