@@ -25,6 +25,8 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
     ),
     "test_cli.py": frozenset({"test_sigkill_mid_epoch_then_resume_continues"}),
     "test_device_install.py": ALL,
+    # A second export (float16, dynamic) of the tiny hybrid the unit tier already exports.
+    "test_export_tflite.py": frozenset({"test_hybrid_float16_and_dynamic_files_agree_with_keras"}),
     "test_distribute.py": frozenset(
         {
             "test_mirrored_two_cpu_replicas_match_one_device",
