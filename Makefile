@@ -81,7 +81,7 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick --output $(BENCH_OUTPUT) --force
 
-# Runs the four notebooks top to bottom in notebooks/ (each writes only into
+# Runs the notebooks top to bottom in notebooks/ (each writes only into
 # notebooks/notebook_out/) and keeps the executed copies, with their outputs, as
 # notebooks/notebook_out/executed_<name>.ipynb. `make test` runs them too (tests/test_notebooks.py).
 notebooks: $(STAMP)

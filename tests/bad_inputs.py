@@ -48,6 +48,9 @@ NANO = [
     "--mlp-dim=32",
 ]
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
+# A hybrid's stem on top of TINY: root block and two one-unit stages (stride 8, a 4x4
+# feature map at 32x32), read with 1x1 patches.
+HYBRID = dict(patch_size=1, resnet_layers=(1, 1), resnet_width=0.5)
 OUTCOMES = ("error", "ok", "preserved")
 AREAS = (
     "API",
@@ -591,6 +594,38 @@ def _vit(**kwargs):
     return lambda: keras_vit.ViT(**{**TINY, "num_classes": 3, **kwargs})
 
 
+def _hybrid(**kwargs):
+    """A tiny hybrid (root + two one-unit stages, stride 8) with `kwargs` changed."""
+    import keras_vit
+
+    return lambda: keras_vit.ViT(**{**TINY, **HYBRID, "num_classes": 3, **kwargs})
+
+
+def hybrid_npz(path: Path, **arrays) -> Path:
+    """The synthetic `tiny_r2` hybrid file in the released layout, `arrays` replacing keys
+    (None drops); its model is `tiny_hybrid_model()`."""
+    from fixtures import synthetic_hybrid
+
+    config = synthetic_hybrid.CONFIGS["tiny_r2"]
+    content = synthetic_hybrid.original_layout_weights(config, synthetic_hybrid.SEEDS["tiny_r2"])
+    for key, value in arrays.items():
+        if value is None:
+            content.pop(key)
+        else:
+            content[key] = value
+    np.savez(path, **content)
+    return path
+
+
+def tiny_hybrid_model():
+    """A hybrid of the synthetic `tiny_r2` file's architecture."""
+    from fixtures import synthetic_hybrid
+
+    import keras_vit
+
+    return keras_vit.ViT(**synthetic_hybrid.CONFIGS["tiny_r2"])
+
+
 def _same_as_array(tmp):
     import keras_vit
 
@@ -827,6 +862,90 @@ def _(env, tmp):
 
 
 # checkpoints (.npz) ---------------------------------------------------------------------
+
+
+@case(
+    "api-hybrid-zero-units",
+    "API",
+    "resnet_layers=(1, 0): a stage without units",
+    "keras_vit.ViT(resnet_layers=(1, 0))",
+    "error",
+    "ValueError naming resnet_layers and the 0",
+)
+def _(env, tmp):
+    return _api(_hybrid(resnet_layers=(1, 0)), names=["resnet_layers", "=0"])
+
+
+@case(
+    "api-hybrid-negative-units",
+    "API",
+    "resnet_layers=(3, -1)",
+    "keras_vit.ViT(resnet_layers=(3, -1))",
+    "error",
+    "ValueError naming resnet_layers and the -1",
+)
+def _(env, tmp):
+    return _api(_hybrid(resnet_layers=(3, -1)), names=["resnet_layers", "-1"])
+
+
+@case(
+    "api-hybrid-fractional-units",
+    "API",
+    "resnet_layers=(1.5,)",
+    "keras_vit.ViT(resnet_layers=(1.5,))",
+    "error",
+    "ValueError naming resnet_layers and the 1.5",
+)
+def _(env, tmp):
+    return _api(_hybrid(resnet_layers=(1.5,)), names=["resnet_layers", "1.5"])
+
+
+@case(
+    "api-hybrid-layers-not-tuple",
+    "API",
+    "resnet_layers=3 (an int, not units per stage)",
+    "keras_vit.ViT(resnet_layers=3)",
+    "error",
+    "ValueError naming resnet_layers, asking for a tuple",
+)
+def _(env, tmp):
+    return _api(_hybrid(resnet_layers=3), names=["resnet_layers", "tuple"])
+
+
+@case(
+    "api-hybrid-zero-width",
+    "API",
+    "resnet_width=0",
+    "keras_vit.ViT(resnet_layers=(1, 1), resnet_width=0)",
+    "error",
+    "ValueError naming resnet_width",
+)
+def _(env, tmp):
+    return _api(_hybrid(resnet_width=0), names=["resnet_width=0"])
+
+
+@case(
+    "api-hybrid-width-groups",
+    "API",
+    "resnet_width=0.25: 16 root channels, not a multiple of GroupNorm's 32 groups",
+    "keras_vit.ViT(resnet_layers=(1, 1), resnet_width=0.25)",
+    "error",
+    "ValueError naming resnet_width",
+)
+def _(env, tmp):
+    return _api(_hybrid(resnet_width=0.25), names=["resnet_width=0.25"])
+
+
+@case(
+    "api-hybrid-patch-vs-feature-map",
+    "API",
+    "a hybrid whose 4x4 feature map (32x32 image, stride 8) does not divide into patch_size=3",
+    "keras_vit.ViT(image_size=32, patch_size=3, resnet_layers=(1, 1))",
+    "error",
+    "ValueError naming the feature map and patch_size",
+)
+def _(env, tmp):
+    return _api(_hybrid(patch_size=3), names=["feature map is 4x4", "patch_size=3"])
 
 
 @case(
@@ -1074,6 +1193,89 @@ def _(env, tmp):
 
 
 @case(
+    "npz-hybrid-missing-key",
+    "checkpoints",
+    "a hybrid file without block1/unit1/conv2/kernel",
+    "load_npz(hybrid, path)",
+    "error",
+    "CheckpointError naming the missing stem key and the file; nothing loaded",
+)
+def _(env, tmp):
+    path = hybrid_npz(tmp / "no_conv2.npz", **{"block1/unit1/conv2/kernel": None})
+    model = tiny_hybrid_model()
+    names = ["block1/unit1/conv2/kernel", "no_conv2.npz"]
+    return _api(_load_npz(model, path), _checkpoint_error(), names)
+
+
+@case(
+    "npz-hybrid-groupnorm-shape",
+    "checkpoints",
+    "a hybrid file whose gn_root/scale has 16 values for 32 channels",
+    "load_npz(hybrid, path)",
+    "error",
+    "CheckpointError naming the key and both shapes",
+)
+def _(env, tmp):
+    path = hybrid_npz(tmp / "gn.npz", **{"gn_root/scale": np.ones((1, 1, 1, 16), np.float32)})
+    names = ["gn_root/scale", "(1, 1, 1, 16)", "gn.npz"]
+    return _api(_load_npz(tiny_hybrid_model(), path), _checkpoint_error(), names)
+
+
+@case(
+    "npz-hybrid-into-plain",
+    "checkpoints",
+    "a hybrid file into a plain ViT",
+    "load_npz(plain_vit, hybrid.npz)",
+    "error",
+    "CheckpointError saying the file is a hybrid and naming resnet_layers",
+)
+def _(env, tmp):
+    import keras_vit
+
+    path = hybrid_npz(tmp / "hybrid.npz")
+    plain = keras_vit.ViT(**TINY, num_classes=10)
+    return _api(_load_npz(plain, path), _checkpoint_error(), ["hybrid", "resnet_layers"])
+
+
+@case(
+    "npz-hybrid-other-stages",
+    "checkpoints",
+    "a hybrid file with stages (1, 1) into a hybrid with resnet_layers=(1,)",
+    "load_npz(hybrid, path)",
+    "error",
+    "CheckpointError naming both stage layouts",
+)
+def _(env, tmp):
+    from fixtures import synthetic_hybrid
+
+    import keras_vit
+
+    path = hybrid_npz(tmp / "stages.npz")
+    model = keras_vit.ViT(**{**synthetic_hybrid.CONFIGS["tiny_r2"], "resnet_layers": (1,)})
+    names = ["resnet_layers=(1, 1)", "resnet_layers=(1,)"]
+    return _api(_load_npz(model, path), _checkpoint_error(), names)
+
+
+@case(
+    "npz-hybrid-valid",
+    "checkpoints",
+    "the synthetic tiny hybrid file in the released layout",
+    "load_npz(hybrid, path)",
+    "ok",
+    "every stem weight loaded, head included",
+)
+def _(env, tmp):
+    def check(summary):
+        assert summary.head_loaded
+        assert {"conv_root/kernel", "gn_root/scale", "block2/unit1/conv_proj/kernel"} <= set(
+            summary.loaded
+        )
+
+    path = hybrid_npz(tmp / "hybrid.npz")
+    return _api(_load_npz(tiny_hybrid_model(), path), check=check)
+
+
+@case(
     "npz-valid",
     "checkpoints",
     "the committed tiny_token.npz",
@@ -1199,6 +1401,42 @@ def _(env, tmp):
 )
 def _(env, tmp):
     return _train_cli(env, tmp, "--learning-rate", "-1", names=[("learning_rate", "learning rate")])
+
+
+@case(
+    "train-hybrid-zero-units",
+    "train",
+    "--resnet-layers 3,0",
+    "python -m keras_vit.train --resnet-layers 3,0",
+    "error",
+    "argparse: names --resnet-layers and the value",
+)
+def _(env, tmp):
+    return _train_cli(env, tmp, "--resnet-layers=3,0", names=["--resnet-layers", "3,0"])
+
+
+@case(
+    "train-hybrid-patch-too-big",
+    "train",
+    "--resnet-layers () on 16x16 images with patch 8: the stem leaves a 4x4 map",
+    "python -m keras_vit.train --image-size 16 --patch-size 8 --resnet-layers ()",
+    "error",
+    "names the feature map and patch_size",
+)
+def _(env, tmp):
+    return _train_cli(env, tmp, "--resnet-layers=()", names=["feature map is 4x4", "patch_size"])
+
+
+@case(
+    "train-hybrid-width-without-layers",
+    "train",
+    "--resnet-width 1 without --resnet-layers",
+    "python -m keras_vit.train --resnet-width 1",
+    "error",
+    "names resnet_width and resnet_layers",
+)
+def _(env, tmp):
+    return _train_cli(env, tmp, "--resnet-width=1", names=["resnet_width", "resnet_layers"])
 
 
 @case(

@@ -70,6 +70,7 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_report_gives_fidelity_figures_for_every_file",
             "test_hybrid_float32_and_int8_files",
             "test_hybrid_edgetpu_file_maps_every_op",
+            "test_hybrid_float16_and_dynamic_files_agree_with_keras",
             # A second int8 conversion, with MSE calibration and smoothing (the unit tier
             # converts with the default calibration and checks these flags' bad values).
             "test_cli_int8_options_mse_calibration_and_smoothing",

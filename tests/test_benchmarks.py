@@ -264,3 +264,33 @@ def test_fidelity_quick_with_the_real_peers(tmp_path):
     for r in results["rows"]:
         assert r["latency_ms"]["1"] > 0 and r["latency_ms"]["2"] > 0
     assert "fp32 equivalence" in output.with_suffix(".md").read_text()
+
+
+def test_train_digits_reads_validation_and_summarizes(tmp_path):
+    train_digits = benchmark_module("train_digits")
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,accuracy,val_accuracy\n1,0.5,0.25\n2,0.9,0.75\n")
+    assert train_digits.final_validation_top1(history) == 0.75
+    (tmp_path / "empty.csv").write_text("epoch,accuracy\n")
+    with pytest.raises(ValueError, match=r"empty\.csv: no val_accuracy"):
+        train_digits.final_validation_top1(tmp_path / "empty.csv")
+    runs = [
+        dict(
+            seed=seed,
+            parameters=7,
+            test_top1=top1,
+            validation_top1=top1,
+            process_wall_time_s=1,
+            train_images_per_second=10,
+            steady_images_per_second=20,
+        )
+        for seed, top1 in enumerate([0.25, 0.5, 0.75])
+    ]
+    summary = train_digits.summarize(runs)
+    assert summary["seeds"] == [0, 1, 2] and summary["parameters"] == 7
+    assert (summary["test_top1_min"], summary["test_top1_mean"], summary["test_top1_max"]) == (
+        0.25,
+        0.5,
+        0.75,
+    )
+    assert summary["test_top1_std"] == pytest.approx(0.25)

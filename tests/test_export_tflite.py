@@ -777,6 +777,27 @@ def test_hybrid_edgetpu_file_maps_every_op(hybrid_exported):
     assert e["top1_agreement"] >= 0.98
 
 
+def test_hybrid_float16_and_dynamic_files_agree_with_keras(hybrid_exported, tmp_path):
+    model, out, first = hybrid_exported
+    report = tflite.export_tflite(
+        out.parent / "ckpt", tmp_path / "tflite", quantize=["float16", "dynamic"], latency_runs=1
+    )
+    convs = sum(name.endswith("/kernel") for name in model.stem.weights_by_name())
+    float32_bytes = entry(first, "model_float32.tflite")["size_bytes"]
+    f16 = entry(report, "model_float16.tflite")
+    # float16 weights, dequantized once at load; the stem stays one CONV_2D per convolution.
+    assert "DEQUANTIZE" in f16["op_histogram"] and f16["op_histogram"]["CONV_2D"] == convs
+    assert f16["top1_agreement"] >= 0.99 and f16["max_abs_prob_diff"] < 1e-2
+    assert f16["input"][0]["dtype"] == "float32"
+    dynamic = entry(report, "model_dynamic.tflite")
+    assert dynamic["op_histogram"]["CONV_2D"] == convs
+    assert dynamic["top1_agreement"] >= 0.99
+    # Half- and quarter-size weights (the fixed part of a file this small weighs in too).
+    assert dynamic["size_bytes"] < f16["size_bytes"] < 0.75 * float32_bytes
+    summary = tflite_reader.read_summary((tmp_path / "tflite" / dynamic["file"]).read_bytes())
+    assert "FULLY_CONNECTED" in {op.name for op in analysis.float_compute_ops(summary)}
+
+
 def test_report_gives_fidelity_figures_for_every_file(exported_every_mode):
     _, report = exported_every_mode
     for e in report["files"]:

@@ -27,6 +27,7 @@ NOTEBOOKS = (
     "02_finetune_npz.ipynb",
     "03_export_tflite.ipynb",
     "04_attention_fig7.ipynb",
+    "05_hybrid.ipynb",
 )
 # Each notebook takes 20-60 s on a shared 2-core machine; the bounds leave room for a busy one.
 CELL_TIMEOUT_S = 240

@@ -1,5 +1,6 @@
 """The test tiers: every test the integration list names exists, and the marker is applied."""
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,15 @@ def test_is_integration_by_module_and_name():
 
 def test_this_module_is_in_the_unit_tier(request):
     assert request.node.get_closest_marker("integration") is None
+
+
+def test_integration_dict_names_each_module_once():
+    # A dict literal keeps the last of two equal keys: the first list would be dropped silently.
+    tree = ast.parse((TESTS / "conftest.py").read_text())
+    keys = [
+        key.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "INTEGRATION"
+        for key in node.value.keys
+    ]
+    assert keys and len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
