@@ -165,6 +165,24 @@ def test_smoothing_keeps_the_float_outputs_and_evens_the_channels(tiny_vit):
     assert after < before / 3
 
 
+def test_smoothed_float32_file_computes_the_unsmoothed_logits(tiny_vit):
+    from export import tflite_fidelity
+    from export.classifier import PixelClassifier
+    from export.convert import convert
+
+    stress = benchmark_module("stress")
+    model, images = tiny_vit
+    stressed = stress.stress(model, seed=0)
+    pixels = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    logits = [
+        tflite_fidelity.logits(
+            convert(PixelClassifier(m, [127.5] * 3, [127.5] * 3), "float32"), pixels
+        )
+        for m in (stressed, smoothing.smooth(stressed, images, alpha=1.0))
+    ]
+    np.testing.assert_allclose(logits[1], logits[0], atol=1e-5, rtol=1e-5)
+
+
 def test_smoothing_alpha_out_of_range_is_refused(tiny_vit):
     model, images = tiny_vit
     with pytest.raises(ValueError, match="alpha between 0 and 1"):
