@@ -2,12 +2,13 @@
 
     python benchmarks/fidelity.py --output benchmarks/results/DATE-fidelity [--quick]
         [--models random stress digits] [--inputs 256] [--calibration-images 64]
-        [--peers .venv-peers/bin/python]
+        [--peers .venv-peers/bin/python] [--variants minmax mse ...] [--int16x8]
 
 For each model, the float32 file and the `int8` and `int8_cpu` files of each variant
 (the default minmax calibration, `percentile`, `mse`, and LayerNorm smoothing with `mse`)
 against the float Keras model's logits on held-out inputs (`export.fidelity`): max and
-mean logit error relative to the logit spread, ranking agreement, top-1 agreement; the two
+mean logit error relative to the logit spread, the max centred error (relative to the
+part of the logits the input changes), ranking agreement, top-1 agreement; the two
 ops that add the most error against the float32 file of the same graph
 (`export.tflite_fidelity.layer_report`, on a few inputs); and
 the median batch-1 latency on the LiteRT interpreter at 1 and 2 threads.
@@ -16,6 +17,8 @@ Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a ran
 (`run.vit`), probed with uniform-noise images; `stress` is the same model through
 `stress.stress` (outlier channels, heavy tails); `digits` is the bench ViT 32px of
 `run.train_digits`, on its test split. Writes `<output>.json` and `<output>.md`.
+`--variants` picks some of the variants (default: all); `--int16x8` adds the `int16x8`
+file (int16 activations, int8 weights; minmax calibration) of each model.
 `--quick` runs tiny models with few inputs: a smoke test of every code path.
 `--peers PEER_PYTHON` adds ONNX Runtime and OpenVINO rows (fp32, bf16, int8) of the same
 weights on the same inputs, run by that interpreter (`peers.py`, `make bench-peers`).
@@ -82,7 +85,9 @@ def models(names, quick: bool, rng, calibration_images: int, inputs: int):
     return out
 
 
-def measure(name, model, calibration, held_out, quick: bool, scratch: Path) -> list[dict]:
+def measure(
+    name, model, calibration, held_out, quick: bool, scratch: Path, variants=None, int16x8=False
+) -> list[dict]:
     from export import fidelity, smoothing, tflite_fidelity
     from export.classifier import PixelClassifier
     from export.convert import convert
@@ -99,6 +104,8 @@ def measure(name, model, calibration, held_out, quick: bool, scratch: Path) -> l
     # Per-layer reference: the float32 file of the same graph (smoothing rescales tensors).
     float_files = {None: float_file}
     for variant, (method, alpha) in VARIANTS.items():
+        if variants is not None and variant not in variants:
+            continue
         if alpha is not None and alpha not in smoothed_graphs:
             normalised = (calibration.astype(np.float32) - 127.5) / 127.5
             smoothed_graphs[alpha] = PixelClassifier(
@@ -111,6 +118,8 @@ def measure(name, model, calibration, held_out, quick: bool, scratch: Path) -> l
             content = convert(source, quantization, calibration, calibration_method=method)
             print(f"{name}: {quantization} {variant} in {time.perf_counter() - started:.0f} s")
             files.append((quantization, variant, content, float_files[alpha]))
+    if int16x8:
+        files.append(("int16x8", "minmax", convert(graph, "int16x8", calibration), float_file))
     for quantization, variant, content, layer_reference in files:
         path = scratch / "model.tflite"
         path.write_bytes(content)
@@ -141,21 +150,24 @@ def markdown(results: dict) -> str:
         "",
         f"CPU: {results['cpu']}; command: `{results['command']}`",
         "",
-        "| model | file | variant | max err | mean err | ranking % | top-1 % | ms 1t | ms 2t "
-        "| ops adding most error |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | file | variant | max err | mean err | max centred err | ranking % | top-1 % "
+        "| ms 1t | ms 2t | ops adding most error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         lines.append(
             f"| {r['model']} | {r['file']} | {r['variant']} | {r['max_logit_error']:.3f} | "
-            f"{r['mean_logit_error']:.4f} | {100 * r['ranking_agreement']:.1f} | "
+            f"{r['mean_logit_error']:.4f} | {r['max_centred_error']:.3f} | "
+            f"{100 * r['ranking_agreement']:.1f} | "
             f"{100 * r['top1_agreement']:.1f} | {r['latency_ms']['1']:.2f} | "
             f"{r['latency_ms']['2']:.2f} | {r.get('worst_op') or '-'} |"
         )
     lines += [
         "",
         "Errors are relative to each input's float logit spread (`export.fidelity`); ranking:",
-        "top-1 agreement after subtracting each class's mean over the inputs.",
+        "top-1 agreement after subtracting each class's mean over the inputs; centred error:",
+        "the error of the logits centred by their class means over the inputs, relative to the",
+        "centred float spread (the part of the logits the input changes).",
     ]
     notes = peers.markdown(results["peers"]) if "peers" in results else ""
     return "\n".join(lines) + "\n" + notes
@@ -173,6 +185,8 @@ def main(argv=None) -> int:
         metavar="PEER_PYTHON",
         help="also ONNX Runtime and OpenVINO rows, run by this interpreter (benchmarks/peers.py)",
     )
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
+    parser.add_argument("--int16x8", action="store_true", help="add the int16x8 file")
     args = parser.parse_args(argv)
     if not Path(args.output).parent.is_dir():
         print(f"error: --output: folder {Path(args.output).parent} does not exist", file=sys.stderr)
@@ -189,7 +203,18 @@ def main(argv=None) -> int:
     chosen = models(args.models, args.quick, rng, args.calibration_images, args.inputs)
     with tempfile.TemporaryDirectory(prefix="fidelity_") as scratch:
         for name, (model, calibration, held_out) in chosen.items():
-            rows.extend(measure(name, model, calibration, held_out, args.quick, Path(scratch)))
+            rows.extend(
+                measure(
+                    name,
+                    model,
+                    calibration,
+                    held_out,
+                    args.quick,
+                    Path(scratch),
+                    args.variants,
+                    args.int16x8,
+                )
+            )
         if args.peers:
             runs = 2 if args.quick else 30
             peer_rows, peer_section = peers.measure_all(

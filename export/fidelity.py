@@ -12,6 +12,12 @@ Definitions, for float logits `F` and quantized logits `Q`:
 - logit spread of input `i`: `S[i] = max_c F[i, c] - min_c F[i, c]`;
 - relative logit error: `|E[i, c]| / S[i]`, reported as its maximum and its mean over all
   inputs and classes (`logit_error`);
+- centred logit error: the same with each model's logits first centred by their class means
+  over the inputs (`F - mean_j F[j]`, `Q - mean_j Q[j]`), relative to the centred float
+  spread `max_c - min_c` of `F[i] - mean_j F[j]`: the error measured against the part of
+  the logits that depends on the input, the part the ranking agreement asks about
+  (`centred_logit_error`). Where a per-class bias dominates the logits, the centred spread
+  is much smaller than the raw one and this error is the larger;
 - top-1 agreement: the share of inputs where `argmax_c Q[i] == argmax_c F[i]`;
 - ranking agreement (input-dependent ranking): top-1 agreement after subtracting from each
   class its mean over the inputs, `argmax_c (Q[i, c] - mean_j Q[j, c])` against
@@ -67,6 +73,17 @@ def logit_error(float_logits, quantized_logits) -> dict:
     return {"max": float(relative.max()), "mean": float(relative.mean())}
 
 
+def centred_logit_error(float_logits, quantized_logits) -> dict:
+    """`{"max": ..., "mean": ...}` of the centred logit error (module docstring).
+
+    Needs at least two inputs (with one, nothing depends on the input: both are NaN).
+    """
+    f, q = _checked(float_logits, quantized_logits)
+    if len(f) < 2:
+        return {"max": float("nan"), "mean": float("nan")}
+    return logit_error(f - f.mean(axis=0), q - q.mean(axis=0))
+
+
 def top1_agreement(float_logits, quantized_logits) -> float:
     """The share of inputs whose highest-scoring class is the same in both."""
     f, q = _checked(float_logits, quantized_logits)
@@ -80,12 +97,15 @@ def ranking_agreement(float_logits, quantized_logits) -> float:
 
 
 def fidelity(float_logits, quantized_logits) -> dict:
-    """The four figures: `max_logit_error`, `mean_logit_error`, `ranking_agreement` and
-    `top1_agreement` (module docstring)."""
+    """The six figures: `max_logit_error`, `mean_logit_error`, `max_centred_error`,
+    `mean_centred_error`, `ranking_agreement` and `top1_agreement` (module docstring)."""
     error = logit_error(float_logits, quantized_logits)
+    centred = centred_logit_error(float_logits, quantized_logits)
     return {
         "max_logit_error": error["max"],
         "mean_logit_error": error["mean"],
+        "max_centred_error": centred["max"],
+        "mean_centred_error": centred["mean"],
         "ranking_agreement": ranking_agreement(float_logits, quantized_logits),
         "top1_agreement": top1_agreement(float_logits, quantized_logits),
     }

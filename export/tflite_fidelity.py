@@ -6,10 +6,13 @@ that last SOFTMAX: `logits` runs a copy of the file with that tensor added to th
 outputs (`export.flatbuffer_edits.with_outputs`; the ops and their integers are the same),
 on the interpreter `export.runtime` picks with its default delegate, and dequantizes it.
 
-`layer_report` compares every intermediate tensor of a quantized file to the tensor of the
-same name in the float32 file of the same graph: both run on LiteRT's built-in kernels
-without delegates (`experimental_preserve_all_tensors=True`, which a delegate would
-otherwise hide), on a few images.
+`layer_report` compares every intermediate tensor of a quantized file up to the logits to
+the tensor of the same name in the float32 file of the same graph: both run on LiteRT's
+built-in kernels without delegates (`experimental_preserve_all_tensors=True`, which a
+delegate would otherwise hide), on a few images. The ops after the logits (the softmax and
+the quantization of the probabilities) are left out: their error is the probabilities'
+(uint8, step 1/256, so nearly every probability of a 1000-class model reads 0), which the
+logit figures do not see; it would otherwise top the list for every many-class file.
 
 Keras's own logits (`keras_logits`) are the float reference of the other figures.
 """
@@ -112,7 +115,8 @@ def _all_tensors(content: bytes, images: np.ndarray):
 def layer_report(
     float_content: bytes, quantized_content: bytes, images: np.ndarray, count: int = 3
 ) -> dict:
-    """Per-layer error of a quantized file against the float32 file of the same graph.
+    """Per-layer error of a quantized file against the float32 file of the same graph,
+    from its input to its logits (the module docstring says why not beyond).
 
     Args:
         float_content / quantized_content: the two files' bytes.
@@ -131,9 +135,11 @@ def layer_report(
 
     reference, values = stacked(reference_runs), stacked(quantized_runs)
     names = [t.name for t in summary.tensors]
+    logits_index = logits_tensor(summary)
+    last = next(n for n, op in enumerate(summary.operators) if logits_index in op.outputs)
     ops = [
         (op.name, [names[i] for i in op.inputs if i >= 0], [names[i] for i in op.outputs])
-        for op in summary.operators
+        for op in summary.operators[: last + 1]
     ]
     inputs = [names[i] for i in summary.inputs]
     ops.insert(0, ("INPUT", [], inputs))

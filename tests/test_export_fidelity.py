@@ -41,6 +41,17 @@ def test_ranking_agreement_sees_what_a_class_bias_hides():
     assert fidelity.ranking_agreement(float_logits, float_logits * 2.0) == 1.0
 
 
+def test_centred_error_is_relative_to_what_the_input_changes():
+    # Class 0 carries a bias of 10 that no input changes; the inputs move the logits by 1.
+    float_logits = np.array([[10.0, 1.0, 0.0], [10.0, 0.0, 1.0], [10.0, 0.5, 0.5]])
+    quantized = float_logits + np.array([[0.0, 0.2, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    raw = fidelity.logit_error(float_logits, quantized)["max"]
+    centred = fidelity.centred_logit_error(float_logits, quantized)["max"]
+    assert raw < 0.02 and centred > 0.08  # the spread it is measured against: 10 vs 1
+    assert fidelity.centred_logit_error(float_logits, float_logits)["max"] == 0.0
+    assert np.isnan(fidelity.centred_logit_error(float_logits[:1], quantized[:1])["max"])
+
+
 def test_fidelity_names_every_figure_and_log_probabilities_lose_nothing():
     logits = np.array([[1.0, 3.0, -2.0], [0.5, 0.0, 0.25]])
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -48,6 +59,8 @@ def test_fidelity_names_every_figure_and_log_probabilities_lose_nothing():
     assert set(figures) == {
         "max_logit_error",
         "mean_logit_error",
+        "max_centred_error",
+        "mean_centred_error",
         "ranking_agreement",
         "top1_agreement",
     }
@@ -152,6 +165,24 @@ def test_smoothing_keeps_the_float_outputs_and_evens_the_channels(tiny_vit):
     assert after < before / 3
 
 
+def test_smoothed_float32_file_computes_the_unsmoothed_logits(tiny_vit):
+    from export import tflite_fidelity
+    from export.classifier import PixelClassifier
+    from export.convert import convert
+
+    stress = benchmark_module("stress")
+    model, images = tiny_vit
+    stressed = stress.stress(model, seed=0)
+    pixels = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    logits = [
+        tflite_fidelity.logits(
+            convert(PixelClassifier(m, [127.5] * 3, [127.5] * 3), "float32"), pixels
+        )
+        for m in (stressed, smoothing.smooth(stressed, images, alpha=1.0))
+    ]
+    np.testing.assert_allclose(logits[1], logits[0], atol=1e-5, rtol=1e-5)
+
+
 def test_smoothing_alpha_out_of_range_is_refused(tiny_vit):
     model, images = tiny_vit
     with pytest.raises(ValueError, match="alpha between 0 and 1"):
@@ -200,7 +231,7 @@ def tiny_files(tiny_vit):
 
 
 def test_file_logits_match_keras_and_the_quantized_figures_are_sane(tiny_files):
-    from export import tflite_fidelity
+    from export import tflite_fidelity, tflite_reader
 
     model, held_out, files, _, _ = tiny_files
     preprocessing = {"mean": [127.5] * 3, "std": [127.5] * 3}
@@ -216,6 +247,12 @@ def test_file_logits_match_keras_and_the_quantized_figures_are_sane(tiny_files):
     layers = tflite_fidelity.layer_report(files["float32"], files["int8"], held_out[:2])
     assert layers["matched"] > 20
     assert len(layers["worst"]) == 3 and layers["worst"][0]["gain"] > 0
+    # Every op up to the logits, none after (the softmax, the uint8 probabilities).
+    summary = tflite_reader.read_summary(files["int8"])
+    compared = tflite_fidelity.layer_report(files["float32"], files["int8"], held_out[:2], 10**4)
+    tensors = {row["tensor"] for row in compared["worst"]}
+    assert summary.tensors[tflite_fidelity.logits_tensor(summary)].name in tensors
+    assert not tensors & {summary.tensors[i].name for i in summary.outputs}
 
 
 def test_the_logits_output_leaves_the_probabilities_unchanged(tiny_files):
@@ -292,3 +329,36 @@ def test_quick_fidelity_benchmark_writes_every_row(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: --output: folder {tmp_path / 'missing'} does not exist"
     )
+
+
+def test_quick_fidelity_benchmark_variants_and_int16x8(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    output = str(tmp_path / "fidelity")
+    command = [sys.executable, str(root / "benchmarks" / "fidelity.py"), "--quick"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    options = ["--models", "random", "--variants", "mse", "--int16x8", "--output", output]
+    result = subprocess.run(command + options, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(Path(output + ".json").read_text())["rows"]
+    assert [(r["file"], r["variant"]) for r in rows] == [
+        ("float32", "-"),
+        ("int8", "mse"),
+        ("int8_cpu", "mse"),
+        ("int16x8", "minmax"),
+    ]
+    assert all(0.0 <= r["max_centred_error"] for r in rows[1:])
+    assert "| random tiny | int16x8 | minmax |" in Path(output + ".md").read_text()
+    result = subprocess.run(
+        [*command, "--variants", "kl", "--output", output],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 2 and "--variants: invalid choice: 'kl'" in result.stderr
