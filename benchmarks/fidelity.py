@@ -2,7 +2,7 @@
 
     python benchmarks/fidelity.py --output benchmarks/results/DATE-fidelity [--quick]
         [--models random stress digits] [--inputs 256] [--calibration-images 64]
-        [--peers .venv-peers/bin/python] [--variants minmax mse ...] [--int16x8]
+        [--peers .venv-peers/bin/python] [--variants minmax mse ...] [--int16x8] [--dynamic]
 
 For each model, the float32 file and the `int8` and `int8_cpu` files of each variant
 (the default minmax calibration, `percentile`, `mse`, and LayerNorm smoothing with `mse`)
@@ -18,7 +18,8 @@ Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a ran
 `stress.stress` (outlier channels, heavy tails); `digits` is the bench ViT 32px of
 `run.train_digits`, on its test split. Writes `<output>.json` and `<output>.md`.
 `--variants` picks some of the variants (default: all); `--int16x8` adds the `int16x8`
-file (int16 activations, int8 weights; minmax calibration) of each model.
+file (int16 activations, int8 weights; minmax calibration) of each model, `--dynamic` the
+dynamic-range file (int8 weights, activations quantized per input at run time).
 `--quick` runs tiny models with few inputs: a smoke test of every code path.
 `--peers PEER_PYTHON` adds ONNX Runtime and OpenVINO rows (fp32, bf16, int8) of the same
 weights on the same inputs, run by that interpreter (`peers.py`, `make bench-peers`).
@@ -86,7 +87,15 @@ def models(names, quick: bool, rng, calibration_images: int, inputs: int):
 
 
 def measure(
-    name, model, calibration, held_out, quick: bool, scratch: Path, variants=None, int16x8=False
+    name,
+    model,
+    calibration,
+    held_out,
+    quick: bool,
+    scratch: Path,
+    variants=None,
+    int16x8=False,
+    dynamic=False,
 ) -> list[dict]:
     from export import fidelity, smoothing, tflite_fidelity
     from export.classifier import PixelClassifier
@@ -120,6 +129,8 @@ def measure(
             files.append((quantization, variant, content, float_files[alpha]))
     if int16x8:
         files.append(("int16x8", "minmax", convert(graph, "int16x8", calibration), float_file))
+    if dynamic:
+        files.append(("dynamic", "-", convert(graph, "dynamic"), float_file))
     for quantization, variant, content, layer_reference in files:
         path = scratch / "model.tflite"
         path.write_bytes(content)
@@ -187,6 +198,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     parser.add_argument("--int16x8", action="store_true", help="add the int16x8 file")
+    parser.add_argument(
+        "--dynamic", action="store_true", help="add the dynamic-range file (int8 weights)"
+    )
     args = parser.parse_args(argv)
     if not Path(args.output).parent.is_dir():
         print(f"error: --output: folder {Path(args.output).parent} does not exist", file=sys.stderr)
@@ -213,6 +227,7 @@ def main(argv=None) -> int:
                     Path(scratch),
                     args.variants,
                     args.int16x8,
+                    args.dynamic,
                 )
             )
         if args.peers:

@@ -44,7 +44,7 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_file_logits_match_keras_and_the_quantized_figures_are_sane",
             "test_the_logits_output_leaves_the_probabilities_unchanged",
             "test_minmax_calibration_is_the_default_file_bit_for_bit",
-            "test_quick_fidelity_benchmark_variants_and_int16x8",
+            "test_quick_fidelity_benchmark_variants_int16x8_and_dynamic",
             "test_smoothed_float32_file_computes_the_unsmoothed_logits",
         }
     ),

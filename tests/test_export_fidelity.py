@@ -331,7 +331,7 @@ def test_quick_fidelity_benchmark_writes_every_row(tmp_path):
     )
 
 
-def test_quick_fidelity_benchmark_variants_and_int16x8(tmp_path):
+def test_quick_fidelity_benchmark_variants_int16x8_and_dynamic(tmp_path):
     import json
     import os
     import subprocess
@@ -342,7 +342,8 @@ def test_quick_fidelity_benchmark_variants_and_int16x8(tmp_path):
     output = str(tmp_path / "fidelity")
     command = [sys.executable, str(root / "benchmarks" / "fidelity.py"), "--quick"]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    options = ["--models", "random", "--variants", "mse", "--int16x8", "--output", output]
+    options = ["--models", "random", "--variants", "mse", "--int16x8", "--dynamic"]
+    options += ["--output", output]
     result = subprocess.run(command + options, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(Path(output + ".json").read_text())["rows"]
@@ -351,8 +352,11 @@ def test_quick_fidelity_benchmark_variants_and_int16x8(tmp_path):
         ("int8", "mse"),
         ("int8_cpu", "mse"),
         ("int16x8", "minmax"),
+        ("dynamic", "-"),
     ]
     assert all(0.0 <= r["max_centred_error"] for r in rows[1:])
+    # Float activations between int8 matmuls: closer to the float model than static int8.
+    assert rows[-1]["mean_logit_error"] < rows[1]["mean_logit_error"]
     assert "| random tiny | int16x8 | minmax |" in Path(output + ".md").read_text()
     result = subprocess.run(
         [*command, "--variants", "kl", "--output", output],
