@@ -164,43 +164,18 @@ def convert(
     with tempfile.TemporaryDirectory(prefix="keras_vit_export_", dir=scratch_dir) as tmp:
         write_saved_model(classifier, Path(tmp))
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantization == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantization == "dynamic":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantization in INTEGER_IO:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.representative_dataset = representative_dataset(calibration, quantization)
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.uint8
-            # Calibrate only, pin the input range, then quantize: the two steps
-            # `convert()` runs for this setting, with the pin in between. Private hook
-            # (see the module docstring), pinned by a test.
-            check_private_converter_hooks(converter)
-            converter._experimental_calibrate_only = True
-        elif quantization == "int16x8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-            ]
-            converter.representative_dataset = representative_dataset(calibration, "int16x8")
+        _configure(converter, quantization, calibration)
         try:
             model = converter.convert()
             if quantization in INTEGER_IO:
-                # Private hook (see the module docstring), pinned by a test.
-                from tensorflow.lite.python.convert import mlir_quantize
-
-                model = robust_ranges(model, calibration, calibration_method, percentile)
-                model = mlir_quantize(
-                    adjust_calibrated_ranges(model, *PIXEL_RANGE, symmetric_matmul),
-                    input_data_type=tf.uint8,
-                    output_data_type=tf.uint8,
-                    denylisted_ops=list(FLOAT_ISLAND_OPS) if quantization == "int8_cpu" else None,
+                model = _quantize_calibrated(
+                    model,
+                    quantization,
+                    calibration,
+                    calibration_method,
+                    percentile,
+                    symmetric_matmul,
                 )
-                model = drop_noop_adds(model)
         except ExportError:
             raise
         except Exception as error:  # ConverterError and the quantizer's RuntimeError
@@ -223,3 +198,56 @@ def check_builtin_only(model: bytes) -> None:
         raise ExportError(
             "The converted graph contains non-builtin op(s): " + ", ".join(flex + custom)
         )
+
+
+def _configure(converter, quantization: str, calibration: np.ndarray | None) -> None:
+    """Sets `converter`'s ops, optimisations, calibration data and I/O types for `quantization`."""
+    import tensorflow as tf
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization in INTEGER_IO:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = representative_dataset(calibration, quantization)
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+        # Calibrate only, pin the input range, then quantize: the two steps `convert()` runs
+        # for this setting, with the pin in between (`_quantize_calibrated`). Private hook
+        # (see the module docstring), pinned by a test.
+        check_private_converter_hooks(converter)
+        converter._experimental_calibrate_only = True
+    elif quantization == "int16x8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+        converter.representative_dataset = representative_dataset(calibration, "int16x8")
+
+
+def _quantize_calibrated(
+    calibrated: bytes,
+    quantization: str,
+    calibration: np.ndarray,
+    calibration_method: str,
+    percentile: float,
+    symmetric_matmul: bool,
+) -> bytes:
+    """The uint8-in / uint8-out int8 file from a calibrated-only model (`_configure`)."""
+    import tensorflow as tf
+
+    # Private hook (see the module docstring), pinned by a test.
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    model = robust_ranges(calibrated, calibration, calibration_method, percentile)
+    model = mlir_quantize(
+        adjust_calibrated_ranges(model, *PIXEL_RANGE, symmetric_matmul),
+        input_data_type=tf.uint8,
+        output_data_type=tf.uint8,
+        denylisted_ops=list(FLOAT_ISLAND_OPS) if quantization == "int8_cpu" else None,
+    )
+    return drop_noop_adds(model)

@@ -260,6 +260,33 @@ def _fidelity(content: bytes, images, reference: dict, profile: str, quantizatio
     return figures
 
 
+def _check_int8_options(
+    calibration_samples: int, calibration_method: str, percentile: float, smooth_alpha
+) -> None:
+    """Raises `ExportError` (one line naming the flag) for an out-of-range int8 option."""
+    if calibration_samples < 1:
+        raise ExportError(f"--calibration-samples must be at least 1, got {calibration_samples}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ExportError(
+            f"Unknown --calibration {calibration_method!r}; expected one of "
+            f"{', '.join(CALIBRATION_METHODS)}"
+        )
+    if not 50.0 < percentile <= 100.0:
+        raise ExportError(f"--percentile must be above 50 and at most 100, got {percentile}")
+    if smooth_alpha is not None and not 0.0 <= smooth_alpha <= 1.0:
+        raise ExportError(f"--smooth-alpha must be between 0 and 1, got {smooth_alpha}")
+
+
+def _smoothed(model, calibration: np.ndarray, preprocessing: dict, alpha: float):
+    """`model` with LayerNorm output scales migrated into the next Dense layers."""
+    from export.smoothing import smooth
+
+    mean = np.asarray(preprocessing["mean"], np.float32)
+    std = np.asarray(preprocessing["std"], np.float32)
+    logger.info("Migrating LayerNorm output scales (alpha %.2f)", alpha)
+    return smooth(model, (calibration.astype(np.float32) - mean) / std, alpha)
+
+
 def export_tflite(
     checkpoint_dir: str | os.PathLike,
     output_dir: str | os.PathLike | None = None,
@@ -279,7 +306,7 @@ def export_tflite(
     """Exports a run directory to `.tflite` files and writes the report.
 
     Args:
-        checkpoint_dir: a run directory (`keras_vit.artifacts`).
+        checkpoint_dir: a run directory (`keras_vit.run_dir`).
         output_dir: where to write; default `<checkpoint>/tflite`. Refused if it exists and
             is not empty, unless `overwrite`.
         quantize: quantizations to export, each one of `QUANTIZATIONS`.
@@ -307,17 +334,7 @@ def export_tflite(
     """
     started = time.perf_counter()
     quantize = _checked_quantizations(quantize, edgetpu)
-    if calibration_samples < 1:
-        raise ExportError(f"--calibration-samples must be at least 1, got {calibration_samples}")
-    if calibration_method not in CALIBRATION_METHODS:
-        raise ExportError(
-            f"Unknown --calibration {calibration_method!r}; expected one of "
-            f"{', '.join(CALIBRATION_METHODS)}"
-        )
-    if not 50.0 < percentile <= 100.0:
-        raise ExportError(f"--percentile must be above 50 and at most 100, got {percentile}")
-    if smooth_alpha is not None and not 0.0 <= smooth_alpha <= 1.0:
-        raise ExportError(f"--smooth-alpha must be between 0 and 1, got {smooth_alpha}")
+    _check_int8_options(calibration_samples, calibration_method, percentile, smooth_alpha)
     checkpoint = read_run_dir(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
     check_output(output, checkpoint.path, overwrite)
@@ -338,14 +355,9 @@ def export_tflite(
     )
     exported_model = model
     if smooth_alpha is not None:
-        from export.smoothing import smooth
-
         if calibration is None:
             calibration = calibration_images(checkpoint, calibration_samples, seed)
-        mean = np.asarray(preprocessing["mean"], np.float32)
-        std = np.asarray(preprocessing["std"], np.float32)
-        logger.info("Migrating LayerNorm output scales (alpha %.2f)", smooth_alpha)
-        exported_model = smooth(model, (calibration.astype(np.float32) - mean) / std, smooth_alpha)
+        exported_model = _smoothed(model, calibration, preprocessing, smooth_alpha)
     jobs = [("default", q) for q in quantize] + ([("edgetpu", "int8")] if edgetpu else [])
     with export_folder(output, checkpoint.path, overwrite, "tflite") as folder:
         atomic_write_text(folder / LABELS_FILE, "\n".join(checkpoint.labels) + "\n")
