@@ -22,6 +22,7 @@ import numpy as np
 
 from export import tflite_reader
 from export.flatbuffer_edits import calibrated_ranges, set_calibrated_ranges
+from export.runtime import tensor_interpreter
 
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "mse")
 DEFAULT_PERCENTILE = 99.99
@@ -31,14 +32,7 @@ LEVELS = 256
 
 def _histograms(calibrated: bytes, images: np.ndarray, ranges: dict) -> dict[int, np.ndarray]:
     """Per tensor: counts of its values in `BINS` equal bins over its calibrated range."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(
-        model_content=calibrated,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        experimental_preserve_all_tensors=True,
-    )
-    interpreter.allocate_tensors()
+    interpreter = tensor_interpreter(calibrated)
     details = interpreter.get_input_details()[0]
     counts = {index: np.zeros(BINS, np.int64) for index in ranges}
     for image in images:

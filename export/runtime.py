@@ -85,6 +85,23 @@ def _too_old(module_name: str, summary) -> str | None:
     return f"{unmet[0]}, but {package} {installed} is installed: pip install ai-edge-litert"
 
 
+def tensor_interpreter(content: bytes):
+    """A LiteRT interpreter on built-in kernels (no delegate) that keeps every tensor readable.
+
+    For reading intermediate tensors (calibration histograms, per-layer error): XNNPACK and
+    the other default delegates would fuse and free them. Allocated, ready to invoke.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_content=content,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_preserve_all_tensors=True,
+    )
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 def open_interpreter(content: bytes, num_threads: int | None, backends=None, summary=None):
     """The first interpreter backend that imports and allocates `content`.
 

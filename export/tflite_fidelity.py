@@ -25,7 +25,7 @@ import numpy as np
 
 from export import fidelity, tflite_reader
 from export.flatbuffer_edits import with_outputs
-from export.runtime import open_interpreter
+from export.runtime import open_interpreter, tensor_interpreter
 
 INTEGER_TYPES = ("int8", "uint8", "int16", "int32")
 
@@ -88,15 +88,8 @@ def keras_logits(model, images: np.ndarray, preprocessing: dict) -> np.ndarray:
 
 def _all_tensors(content: bytes, images: np.ndarray):
     """`(summary, [{tensor name: float64 values} per image])` on built-in kernels."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     summary = tflite_reader.read_summary(content)
-    interpreter = Interpreter(
-        model_content=content,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        experimental_preserve_all_tensors=True,
-    )
-    interpreter.allocate_tensors()
+    interpreter = tensor_interpreter(content)
     input_details = interpreter.get_input_details()[0]
     produced = set(summary.inputs) | {i for op in summary.operators for i in op.outputs}
     runs = []
