@@ -44,6 +44,19 @@ def test_patches_rejects_indivisible_size():
         layers.Patches(4)(np.zeros((1, 10, 8, 3)))
 
 
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: layers.MultiHeadSelfAttention(num_heads=4),
+        lambda: layers.TransformerBlock(num_heads=4, mlp_dim=8),
+    ],
+    ids=["attention", "block"],
+)
+def test_heads_must_split_the_width(layer):
+    with pytest.raises(ValueError, match=r"hidden_size divisible by num_heads.*=6, num_heads=4"):
+        layer()(np.zeros((1, 3, 6), "float32"))
+
+
 def test_patch_encoder_prepends_class_token_and_adds_position(rng):
     encoder = layers.PatchEncoder(num_patches=6, hidden_size=8)
     patches = rng.normal(size=(2, 6, 12)).astype("float32")

@@ -163,11 +163,6 @@ class TransformerBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         hidden_size = input_shape[-1]
-        if hidden_size % self.num_heads:
-            raise ValueError(
-                f"Expected hidden_size divisible by num_heads. "
-                f"Received: hidden_size={hidden_size}, num_heads={self.num_heads}"
-            )
         self.mlp_dense2 = keras.layers.Dense(
             hidden_size,
             kernel_initializer=keras.initializers.GlorotUniform(seed=sub_seed(self.seed, 14)),
