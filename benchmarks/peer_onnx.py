@@ -32,12 +32,11 @@ OpenVINO `INFERENCE_NUM_THREADS` with one stream and the latency hint.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from peer_timm import build, load, times_ms  # beside this file
+from peer_timm import build, load, serve, times_ms  # beside this file
 
 RUNTIMES = (
     "onnxruntime fp32",
@@ -214,18 +213,7 @@ def main(argv=None) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     torch.set_num_threads(int(argv[1]))
-    server = Server()
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        cmd = json.loads(line)
-        try:
-            answer = getattr(server, cmd["cmd"])(cmd)
-        except Exception as error:  # reported to fidelity.py, which stops with it
-            answer = {"error": f"{type(error).__name__}: {error}"}
-        answers.write(json.dumps(answer) + "\n")
-        answers.flush()
-    return 0
+    return serve(Server(), answers)
 
 
 if __name__ == "__main__":

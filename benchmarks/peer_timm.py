@@ -140,17 +140,25 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(int(argv[1]))
     torch.set_num_interop_threads(1)
-    server = Server()
+    return serve(Server(), sys.stdout)
+
+
+def serve(server, answers) -> int:
+    """Answers each JSON line of stdin with `server.<cmd>(request)`, one JSON line on `answers`.
+
+    An exception becomes `{"error": "Type: message"}`, reported by the caller (`run.py`
+    marks the rows, `fidelity.py` stops). Returns 0 at the end of input.
+    """
     for line in sys.stdin:
         if not line.strip():
             continue
         cmd = json.loads(line)
         try:
             answer = getattr(server, cmd["cmd"])(cmd)
-        except Exception as error:  # reported to run.py, which marks the rows
+        except Exception as error:
             answer = {"error": f"{type(error).__name__}: {error}"}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
     return 0
 
 
