@@ -5,7 +5,8 @@
         [--peers .venv-peers/bin/python] [--variants minmax mse ...] [--int16x8] [--dynamic]
 
 For each model, the float32 file and the `int8` and `int8_cpu` files of each variant
-(the default minmax calibration, `percentile`, `mse`, and LayerNorm smoothing with `mse`)
+(the default minmax calibration, `percentile`, `mse`, LayerNorm smoothing with `mse`, and
+smoothing with the MLPs split in unit spans, `export.mlp_spans`)
 against the float Keras model's logits on held-out inputs (`export.fidelity`): max and
 mean logit error relative to the logit spread, the max centred error (relative to the
 part of the logits the input changes), ranking agreement, top-1 agreement; the two
@@ -19,7 +20,8 @@ Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a ran
 `run.train_digits`, on its test split. Writes `<output>.json` and `<output>.md`.
 `--variants` picks some of the variants (default: all); `--int16x8` adds the `int16x8`
 file (int16 activations, int8 weights; minmax calibration) of each model, `--dynamic` the
-dynamic-range file (int8 weights, activations quantized per input at run time).
+dynamic-range file (int8 weights, activations quantized per input at run time) of the
+plain graph and of each smoothed / split graph the chosen variants use.
 `--quick` runs tiny models with few inputs: a smoke test of every code path.
 `--peers PEER_PYTHON` adds ONNX Runtime and OpenVINO rows (fp32, bf16, int8) of the same
 weights on the same inputs, run by that interpreter (`peers.py`, `make bench-peers`).
@@ -38,11 +40,12 @@ import peers
 from run import DIGITS, TINY, Plan, machine, train_digits, vit
 from stress import stress
 
-VARIANTS = {  # name -> (calibration method, smoothing alpha or None)
-    "minmax": ("minmax", None),
-    "percentile": ("percentile", None),
-    "mse": ("mse", None),
-    "smooth0.5+mse": ("mse", 0.5),
+VARIANTS = {  # name -> (calibration method, smoothing alpha or None, MLP spans)
+    "minmax": ("minmax", None, 1),
+    "percentile": ("percentile", None, 1),
+    "mse": ("mse", None, 1),
+    "smooth0.5+mse": ("mse", 0.5, 1),
+    "smooth1+spans4+mse": ("mse", 1.0, 4),
 }
 QUANTIZATIONS = ("int8", "int8_cpu")
 PREPROCESSING = {"mean": [127.5] * 3, "std": [127.5] * 3}
@@ -97,7 +100,7 @@ def measure(
     int16x8=False,
     dynamic=False,
 ) -> list[dict]:
-    from export import fidelity, smoothing, tflite_fidelity
+    from export import fidelity, mlp_spans, smoothing, tflite_fidelity
     from export.classifier import PixelClassifier
     from export.convert import convert
     from export.runtime import Classifier
@@ -106,31 +109,34 @@ def measure(
     rows = []
     graph = PixelClassifier(model, **PREPROCESSING)
     float_file = convert(graph, "float32")
-    smoothed_graphs = {}
     few = held_out[: (2 if quick else 4)]
     runs = 2 if quick else 30
     files = [("float32", "-", float_file, float_file)]
-    # Per-layer reference: the float32 file of the same graph (smoothing rescales tensors).
-    float_files = {None: float_file}
-    for variant, (method, alpha) in VARIANTS.items():
+    # Prepared graphs (smoothing, MLP spans) by `(alpha, spans)`, each with its float32 file
+    # as the per-layer reference (smoothing rescales tensors).
+    prepared = {(None, 1): (graph, float_file, "-")}
+    for variant, (method, alpha, spans) in VARIANTS.items():
         if variants is not None and variant not in variants:
             continue
-        if alpha is not None and alpha not in smoothed_graphs:
+        if (alpha, spans) not in prepared:
             normalised = (calibration.astype(np.float32) - 127.5) / 127.5
-            smoothed_graphs[alpha] = PixelClassifier(
-                smoothing.smooth(model, normalised, alpha), **PREPROCESSING
-            )
-            float_files[alpha] = convert(smoothed_graphs[alpha], "float32")
-        source = graph if alpha is None else smoothed_graphs[alpha]
+            edited = model if alpha is None else smoothing.smooth(model, normalised, alpha)
+            if spans > 1:
+                edited = mlp_spans.split_mlps(edited, normalised, spans)
+            source = PixelClassifier(edited, **PREPROCESSING)
+            label = variant.removesuffix("+mse")
+            prepared[(alpha, spans)] = (source, convert(source, "float32"), label)
+        source, reference_file, _ = prepared[(alpha, spans)]
         for quantization in QUANTIZATIONS:
             started = time.perf_counter()
             content = convert(source, quantization, calibration, calibration_method=method)
             print(f"{name}: {quantization} {variant} in {time.perf_counter() - started:.0f} s")
-            files.append((quantization, variant, content, float_files[alpha]))
+            files.append((quantization, variant, content, reference_file))
     if int16x8:
         files.append(("int16x8", "minmax", convert(graph, "int16x8", calibration), float_file))
-    if dynamic:
-        files.append(("dynamic", "-", convert(graph, "dynamic"), float_file))
+    if dynamic:  # one dynamic-range file per prepared graph (no calibration ranges)
+        for source, reference_file, label in prepared.values():
+            files.append(("dynamic", label, convert(source, "dynamic"), reference_file))
     for quantization, variant, content, layer_reference in files:
         path = scratch / "model.tflite"
         path.write_bytes(content)

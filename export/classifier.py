@@ -73,12 +73,16 @@ def rebuild(model: VisionTransformer, **overrides) -> VisionTransformer:
     """The same network, rebuilt from its config with `overrides`, float32, same weights.
 
     `gelu="logistic"` gives the same function with another op formulation, for example.
+    The blocks' `mlp_spans` (an export-time split of the MLPs) are kept.
     """
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"Expected a keras_vit VisionTransformer. Received: {type(model).__name__}")
     config = {**model.get_config(), "dtype": None, **overrides}
     clone = VisionTransformer.from_config(config)
     clone.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    for layer in model.layers:  # export-time MLP spans (`export.mlp_spans`) carry over
+        if getattr(layer, "mlp_spans", None):
+            clone.get_layer(layer.name).mlp_spans = layer.mlp_spans
     return clone
 
 

@@ -19,7 +19,8 @@ def new_report(checkpoint, model, calibration, seed: int, test, options=None) ->
         calibration: the calibration images, or None.
         seed: the calibration sample's seed.
         test: `(images, labels, reference probabilities)` of the test split, or None.
-        options: the int8 options (`calibration_method`, `percentile`, `smooth_alpha`).
+        options: the int8 options (`calibration_method`, `percentile`, `smooth_alpha`,
+            `mlp_spans`).
     """
     report: dict = {
         "checkpoint": str(checkpoint.path),

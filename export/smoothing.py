@@ -39,37 +39,45 @@ def norm_pairs(model) -> list[tuple[object, list[object]]]:
 def norm_output_ranges(model, images: np.ndarray, batch_size: int = 16) -> dict[str, np.ndarray]:
     """Per-channel max |output| of every LayerNorm of `model` on `images` (model's scaling).
 
-    Keys are the layers' paths (`encoderblock_0/norm1`); the model runs eagerly with a
-    recording `call` on each LayerNorm instance, restored afterwards.
+    Keys are the layers' paths (`encoderblock_0/norm1`).
     """
-    import keras
-
     from keras_vit.layers import LayerNorm
 
     norms = [layer for layer in _sublayers(model) if isinstance(layer, LayerNorm)]
+    return output_ranges(model, images, norms, batch_size)
+
+
+def output_ranges(model, images: np.ndarray, layers, batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per-channel max |output| of each of `layers` (sublayers of `model`) on `images`.
+
+    Keys are the layers' paths; the model runs eagerly with a recording `call` on each
+    of the layer instances, restored afterwards.
+    """
+    import keras
+
     ranges: dict[str, np.ndarray] = {}
     originals = {}
 
-    def recording(norm, call):
+    def recording(layer, call):
         def wrapped(x, *args, **kwargs):
             y = call(x, *args, **kwargs)
             value = np.abs(keras.ops.convert_to_numpy(y)).reshape(-1, y.shape[-1]).max(axis=0)
-            key = norm.path
+            key = layer.path
             ranges[key] = np.maximum(ranges[key], value) if key in ranges else value
             return y
 
         return wrapped
 
     try:
-        for norm in norms:
-            originals[id(norm)] = norm.call
-            norm.call = recording(norm, norm.call)
+        for layer in layers:
+            originals[id(layer)] = layer.call
+            layer.call = recording(layer, layer.call)
         for start in range(0, len(images), batch_size):
             model(np.asarray(images[start : start + batch_size], np.float32), training=False)
     finally:
-        for norm in norms:
-            if id(norm) in originals:
-                del norm.call  # the class's method again
+        for layer in layers:
+            if id(layer) in originals:
+                del layer.call  # the class's method again
     return ranges
 
 

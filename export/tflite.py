@@ -261,7 +261,7 @@ def _fidelity(content: bytes, images, reference: dict, profile: str, quantizatio
 
 
 def _check_int8_options(
-    calibration_samples: int, calibration_method: str, percentile: float, smooth_alpha
+    calibration_samples: int, calibration_method: str, percentile: float, smooth_alpha, mlp_spans=1
 ) -> None:
     """Raises `ExportError` (one line naming the flag) for an out-of-range int8 option."""
     if calibration_samples < 1:
@@ -275,16 +275,25 @@ def _check_int8_options(
         raise ExportError(f"--percentile must be above 50 and at most 100, got {percentile}")
     if smooth_alpha is not None and not 0.0 <= smooth_alpha <= 1.0:
         raise ExportError(f"--smooth-alpha must be between 0 and 1, got {smooth_alpha}")
+    if isinstance(mlp_spans, bool) or not isinstance(mlp_spans, int) or mlp_spans < 1:
+        raise ExportError(f"--mlp-spans must be a positive integer, got {mlp_spans!r}")
 
 
-def _smoothed(model, calibration: np.ndarray, preprocessing: dict, alpha: float):
-    """`model` with LayerNorm output scales migrated into the next Dense layers."""
+def _prepared(model, calibration: np.ndarray, preprocessing: dict, alpha, mlp_spans: int):
+    """`model` with LayerNorm output scales migrated (`alpha`) and its MLPs split in spans."""
+    from export.mlp_spans import split_mlps
     from export.smoothing import smooth
 
     mean = np.asarray(preprocessing["mean"], np.float32)
     std = np.asarray(preprocessing["std"], np.float32)
-    logger.info("Migrating LayerNorm output scales (alpha %.2f)", alpha)
-    return smooth(model, (calibration.astype(np.float32) - mean) / std, alpha)
+    images = (calibration.astype(np.float32) - mean) / std
+    if alpha is not None:
+        logger.info("Migrating LayerNorm output scales (alpha %.2f)", alpha)
+        model = smooth(model, images, alpha)
+    if mlp_spans > 1:
+        logger.info("Splitting each MLP into at most %d unit spans", mlp_spans)
+        model = split_mlps(model, images, mlp_spans)
+    return model
 
 
 def export_tflite(
@@ -302,6 +311,7 @@ def export_tflite(
     calibration_method: str = "minmax",
     percentile: float = DEFAULT_PERCENTILE,
     smooth_alpha: float | None = None,
+    mlp_spans: int = 1,
 ) -> dict:
     """Exports a run directory to `.tflite` files and writes the report.
 
@@ -325,6 +335,9 @@ def export_tflite(
         percentile: the percentile of `calibration_method="percentile"`.
         smooth_alpha: migrate LayerNorm output scales into the next Dense layers with this
             strength (`export.smoothing`, 0..1) before converting every file; None: no.
+        mlp_spans: run each MLP as up to this many spans of hidden units of similar
+            calibrated range, each with its own int8 ranges (`export.mlp_spans`; the same
+            function); 1: one MLP.
 
     Returns:
         The report (also written as `report.json` in `output_dir`).
@@ -334,7 +347,9 @@ def export_tflite(
     """
     started = time.perf_counter()
     quantize = _checked_quantizations(quantize, edgetpu)
-    _check_int8_options(calibration_samples, calibration_method, percentile, smooth_alpha)
+    _check_int8_options(
+        calibration_samples, calibration_method, percentile, smooth_alpha, mlp_spans
+    )
     checkpoint = read_run_dir(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
     check_output(output, checkpoint.path, overwrite)
@@ -351,13 +366,18 @@ def export_tflite(
         fidelity_reference["logits"] = keras_logits(model, test[0], preprocessing)
     options = {"calibration_method": calibration_method, "percentile": percentile}
     report = new_report(
-        checkpoint, model, calibration, seed, test, {**options, "smooth_alpha": smooth_alpha}
+        checkpoint,
+        model,
+        calibration,
+        seed,
+        test,
+        {**options, "smooth_alpha": smooth_alpha, "mlp_spans": mlp_spans},
     )
     exported_model = model
-    if smooth_alpha is not None:
+    if smooth_alpha is not None or mlp_spans > 1:
         if calibration is None:
             calibration = calibration_images(checkpoint, calibration_samples, seed)
-        exported_model = _smoothed(model, calibration, preprocessing, smooth_alpha)
+        exported_model = _prepared(model, calibration, preprocessing, smooth_alpha, mlp_spans)
     jobs = [("default", q) for q in quantize] + ([("edgetpu", "int8")] if edgetpu else [])
     with export_folder(output, checkpoint.path, overwrite, "tflite") as folder:
         atomic_write_text(folder / LABELS_FILE, "\n".join(checkpoint.labels) + "\n")
@@ -443,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
         "exact in float) with this strength, 0..1, before converting (default: off)",
     )
     parser.add_argument(
+        "--mlp-spans",
+        type=int,
+        default=1,
+        help="run each MLP as up to this many spans of hidden units of similar calibrated "
+        "range, each with its own int8 ranges (exact in float; default: %(default)s, one MLP)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="also show TensorFlow's and the converter's log lines",
@@ -469,6 +496,7 @@ def main(argv=None) -> int:
                 calibration_method=args.calibration,
                 percentile=args.percentile,
                 smooth_alpha=args.smooth_alpha,
+                mlp_spans=args.mlp_spans,
             )
     except user_errors as error:
         print(f"error: {error}", file=sys.stderr)

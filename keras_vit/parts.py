@@ -139,8 +139,18 @@ def build_stem(
         `(stem, resnet_layers, resnet_width, embedding_channels)`: the stem, its arguments
         as a tuple and a float, and the channels the patches are cut from; without
         `resnet_layers`, no stem, the arguments as given and the image's channels.
+
+    Raises:
+        ValueError: a `resnet_width` other than 1 without `resnet_layers`, or bad stem
+            arguments.
     """
     if resnet_layers is None:
+        if resnet_width != 1.0:
+            raise ValueError(
+                "Expected `resnet_width` 1.0 for a plain ViT (it sizes a hybrid's stem; pass "
+                f"`resnet_layers` for a hybrid). Received: resnet_width={resnet_width!r}, "
+                "resnet_layers=None"
+            )
         return None, None, resnet_width, input_shape[-1]
     channels = stem_channels(resnet_layers, resnet_width, ("resnet_layers", "resnet_width"))[1]
     resnet_layers, resnet_width = tuple(resnet_layers), float(resnet_width)

@@ -925,6 +925,18 @@ def _(env, tmp):
 
 
 @case(
+    "api-width-without-stem",
+    "API",
+    "resnet_width=2 without resnet_layers (a plain ViT has no stem to widen)",
+    "keras_vit.ViT(resnet_width=2)",
+    "error",
+    "ValueError naming resnet_width and resnet_layers",
+)
+def _(env, tmp):
+    return _api(_vit(resnet_width=2), names=["resnet_width=2", "resnet_layers"])
+
+
+@case(
     "api-hybrid-width-groups",
     "API",
     "resnet_width=0.25: 16 root channels, not a multiple of GroupNorm's 32 groups",
@@ -2102,6 +2114,19 @@ def _(env, tmp):
         tmp / "out",
     ]
     return _cli(_tflite(), argv, ["--calibration-samples"])
+
+
+@case(
+    "tflite-mlp-spans-zero",
+    "export.tflite",
+    "--mlp-spans 0",
+    "python -m export.tflite RUN --quantize int8 --mlp-spans 0",
+    "error",
+    "names --mlp-spans",
+)
+def _(env, tmp):
+    argv = [env.run_dir, "--quantize", "int8", "--mlp-spans", "0", "--no-eval"]
+    return _cli(_tflite(), [*argv, "--output", tmp / "out"], ["--mlp-spans"])
 
 
 @case(

@@ -75,10 +75,18 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_hybrid_float16_and_dynamic_files_agree_with_keras",
             # A second int8 conversion, with MSE calibration and smoothing (the unit tier
             # converts with the default calibration and checks these flags' bad values).
-            "test_cli_int8_options_mse_calibration_and_smoothing",
+            "test_cli_int8_options_mse_calibration_smoothing_and_spans",
             # The CLI's progress lines and hidden converter logs, captured at the file
             # descriptors around a whole float32 + int8 export.
             "test_cli_shows_progress_and_hides_converter_logs",
+        }
+    ),
+    # int8 and Edge TPU conversions of the split MLPs (the unit tier checks the split's
+    # float32 file).
+    "test_export_mlp_spans.py": frozenset(
+        {
+            "test_split_mlps_narrow_the_int8_error_on_the_stress_model",
+            "test_split_mlps_edgetpu_graph_maps_every_op",
         }
     ),
     # A training run of the hybrid through the CLI, end to end (its flags, model and

@@ -819,9 +819,12 @@ def test_report_gives_fidelity_figures_for_every_file(exported_every_mode):
     assert "rank %" in table and "max err" in table and "op adding the most error" in table
 
 
-def test_cli_int8_options_mse_calibration_and_smoothing(checkpoint, exported, tmp_path, capsys):
+def test_cli_int8_options_mse_calibration_smoothing_and_spans(
+    checkpoint, exported, tmp_path, capsys
+):
     _, default = exported
     options = ["--calibration", "mse", "--smooth-alpha", "0.5", "--calibration-samples", "64"]
+    options += ["--mlp-spans", "4"]
     code, _, err = run_cli(
         tflite.main,
         [checkpoint, "--output", tmp_path / "out", "--quantize", "int8", *options],
@@ -831,6 +834,7 @@ def test_cli_int8_options_mse_calibration_and_smoothing(checkpoint, exported, tm
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["calibration"]["calibration_method"] == "mse"
     assert report["calibration"]["smooth_alpha"] == 0.5
+    assert report["calibration"]["mlp_spans"] == 4
     e = entry(report, "model_int8.tflite")
     assert e["float_compute_ops"] == 0
     assert e["top1_agreement"] >= 0.97
@@ -839,6 +843,7 @@ def test_cli_int8_options_mse_calibration_and_smoothing(checkpoint, exported, tm
     ).read_bytes()
     assert default["calibration"]["calibration_method"] == "minmax"
     assert default["calibration"]["smooth_alpha"] is None
+    assert default["calibration"]["mlp_spans"] == 1
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def test_hybrid_has_the_stem_first_and_the_plain_layers_after():
     assert model.get_layer("patch_encoder").projection.kernel.shape == (256, 32)
     names = [layer.name for layer in model.layers]
     assert names.index("resnet") < names.index("patches") < names.index("patch_encoder")
-    plain = keras_vit.ViT(**dict(TINY, resnet_layers=None, patch_size=8))
+    plain = keras_vit.ViT(**dict(TINY, resnet_layers=None, resnet_width=1.0, patch_size=8))
     assert plain.stem is None and "resnet" not in [layer.name for layer in plain.layers]
     assert plain.get_config()["resnet_layers"] is None
 
@@ -111,7 +111,10 @@ def test_variant_builders_are_hybrids():
     model = keras_vit.ViT_R_Ti16(num_classes=10, image_size=64)
     assert model.resnet_layers == () and model.patch_size == 8 and model.grid_size == (2, 2)
     assert checkpoints.variant_of(model) == "R+Ti/16"
-    assert checkpoints.variant_of(keras_vit.ViT(**dict(TINY, resnet_layers=None))) is None
+    assert (
+        checkpoints.variant_of(keras_vit.ViT(**dict(TINY, resnet_layers=None, resnet_width=1.0)))
+        is None
+    )
     assert model.name == "vit_r_ti16"
 
 
@@ -180,7 +183,11 @@ def _drop(key):
 @pytest.mark.parametrize(
     "model_overrides, change, match",
     [
-        (dict(resnet_layers=None, patch_size=8), None, "hybrid checkpoint.*resnet_layers=None"),
+        (
+            dict(resnet_layers=None, resnet_width=1.0, patch_size=8),
+            None,
+            "hybrid checkpoint.*resnet_layers=None",
+        ),
         (dict(resnet_layers=(1,)), None, r"resnet_layers=\(1, 1\).*resnet_layers=\(1,\)"),
         (dict(resnet_width=1.0), None, "resnet_width=0.5.*resnet_width=1.0"),
         ({}, _drop("block2/unit1/gn_proj/bias"), "missing ResNet stem key"),
@@ -201,7 +208,7 @@ def test_bad_hybrid_files_raise_one_line_and_load_nothing(tmp_path, model_overri
 
 
 def test_plain_file_into_a_hybrid_is_refused(tmp_path):
-    plain = keras_vit.ViT(**dict(TINY, resnet_layers=None, patch_size=8))
+    plain = keras_vit.ViT(**dict(TINY, resnet_layers=None, resnet_width=1.0, patch_size=8))
     path = checkpoints.save_npz(plain, tmp_path / "plain.npz")
     with pytest.raises(CheckpointError, match=r"plain ViT checkpoint \(no ResNet stem\)"):
         checkpoints.load_npz(keras_vit.ViT(**TINY), path)

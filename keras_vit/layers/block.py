@@ -160,6 +160,9 @@ class TransformerBlock(keras.layers.Layer):
         self.drop_path = DropPath(
             drop_path_rate, seed=sub_seed(seed, 17), dtype=policy, name="drop_path"
         )
+        # Contiguous `(start, stop)` spans of hidden units the export graphs run as separate
+        # MLPs (`export.mlp_spans`); None: one MLP. Not part of the config.
+        self.mlp_spans: list[tuple[int, int]] | None = None
 
     def build(self, input_shape):
         hidden_size = input_shape[-1]
@@ -203,13 +206,30 @@ class TransformerBlock(keras.layers.Layer):
         attended = self.attention_output_dropout(attended, training=training)
         x = x + self.drop_path(attended, training=training)
 
-        y = dense_apply(self.mlp_dense1, self.norm2(x, form=form), form)
-        y = self.mlp_dropout1(gelu(y, self.gelu), training=training)
-        y = self.mlp_dropout2(dense_apply(self.mlp_dense2, y, form), training=training)
+        y = self._mlp(self.norm2(x, form=form), form, training)
         x = x + self.drop_path(y, training=training)
         if return_attention_scores:
             return x, scores
         return x
+
+    def _mlp(self, x, form: GraphForm, training):
+        """`Dense -> GELU -> Dropout -> Dense -> Dropout`; in export forms, per unit span.
+
+        With `mlp_spans` set (export graphs only), each span of hidden units runs as its
+        own first Dense, GELU and second Dense, and the parts are summed: the same
+        function, but every span gets its own quantization ranges.
+        """
+        spans = self.mlp_spans if form != "keras" else None
+        if not spans:
+            y = dense_apply(self.mlp_dense1, x, form)
+            y = self.mlp_dropout1(gelu(y, self.gelu), training=training)
+            return self.mlp_dropout2(dense_apply(self.mlp_dense2, y, form), training=training)
+        total = None
+        for span in spans:
+            y = gelu(dense_apply(self.mlp_dense1, x, form, columns=span), self.gelu)
+            y = dense_apply(self.mlp_dense2, y, form, rows=span, bias=total is None)
+            total = y if total is None else total + y
+        return total
 
     def _norm1(self, x, form: GraphForm, class_row_norm):
         """`norm1(x)`, or with token 0's row given as the constant `class_row_norm`."""

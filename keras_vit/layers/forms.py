@@ -75,30 +75,55 @@ def first_tokens(x, count: int, form: GraphForm = "keras"):
     return x[:, :count]
 
 
-def dense_apply(dense, x, form: GraphForm = "keras", scale: float | None = None):
-    """`dense(x)` (times `scale`), in the token layout of `form`.
+def dense_apply(
+    dense,
+    x,
+    form: GraphForm = "keras",
+    scale: float | None = None,
+    columns: tuple[int, int] | None = None,
+    rows: tuple[int, int] | None = None,
+    bias: bool = True,
+):
+    """`dense(x)` (times `scale`), in the token layout of `form`, or a slice of it.
 
     In the `"edgetpu"` layout `(batch, 1, tokens, width)` the Dense layer runs as a 1x1
     CONV_2D of its own kernel (the Edge TPU maps FULLY_CONNECTED only with a 1-D output),
     with `scale` folded into the kernel and bias; otherwise it is the layer's own call,
     then a multiplication by `scale`.
 
+    `columns=(start, stop)` computes only those output units; `rows=(start, stop)` reads
+    only those input units (`x` holds just them) and gives that part of the sum over
+    inputs; `bias=False` leaves the bias out (for the parts after the first). Summing the
+    row parts, one with the bias, gives the full output: export graphs use this to run a
+    layer as several ops, each with its own quantization ranges.
+
     Args:
-        dense: a built `keras.layers.Dense`.
+        dense: a built `keras.layers.Dense` without activation when sliced.
         x: its input, in the layout of `form`.
         form: one of `GRAPH_FORMS`.
         scale: a constant factor on the output, or None.
+        columns / rows: `(start, stop)` unit ranges of the kernel, or None for all.
+        bias: whether to add the bias (or its `columns` slice).
 
     Returns:
         The output, in the layout of `form`.
     """
-    if form != "edgetpu":
+    sliced = columns is not None or rows is not None or not bias
+    if form != "edgetpu" and not sliced:
         y = dense(x)
         return y if scale is None else y * scale
-    kernel, bias = dense.kernel, dense.bias
+    kernel, offset = dense.kernel, dense.bias
+    if columns is not None:
+        kernel, offset = kernel[:, columns[0] : columns[1]], offset[columns[0] : columns[1]]
+    if rows is not None:
+        kernel = kernel[rows[0] : rows[1]]
     if scale is not None:
-        kernel, bias = kernel * scale, bias * scale
-    y = ops.conv(x, kernel[None, None], strides=1, padding="valid") + bias
+        kernel, offset = kernel * scale, offset * scale
+    if form == "edgetpu":
+        y = ops.conv(x, kernel[None, None], strides=1, padding="valid")
+    else:
+        y = ops.matmul(x, kernel)
+    y = y + offset if bias else y
     return dense.activation(y)
 
 
