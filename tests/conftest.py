@@ -146,3 +146,16 @@ def tiny_config():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def tiny_vit():
+    """A tiny ViT with a random head (logits with a spread) and 8 normalised images."""
+    from keras_vit import ViT
+
+    model = ViT(**TINY, num_classes=10, seed=1)
+    rng = np.random.default_rng(0)
+    for variable in model.get_layer("head").weights:
+        variable.assign(rng.normal(0.0, 0.5, variable.shape).astype(np.float32))
+    images = rng.uniform(-1.0, 1.0, (8, 32, 32, 3)).astype(np.float32)
+    return model, images

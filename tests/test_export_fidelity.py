@@ -136,18 +136,6 @@ def test_unknown_calibration_method_and_bad_percentile_are_refused():
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
 
 
-@pytest.fixture(scope="module")
-def tiny_vit():
-    from keras_vit import ViT
-
-    model = ViT(**TINY, num_classes=10, seed=1)
-    rng = np.random.default_rng(0)
-    for variable in model.get_layer("head").weights:
-        variable.assign(rng.normal(0.0, 0.5, variable.shape).astype(np.float32))
-    images = rng.uniform(-1.0, 1.0, (8, 32, 32, 3)).astype(np.float32)
-    return model, images
-
-
 def test_smoothing_keeps_the_float_outputs_and_evens_the_channels(tiny_vit):
     stress = benchmark_module("stress")
     model, images = tiny_vit
