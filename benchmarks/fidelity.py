@@ -1,7 +1,7 @@
 """int8 fidelity and latency: random Ti/16, the stress Ti/16, digits; each int8 option.
 
     python benchmarks/fidelity.py --output benchmarks/results/DATE-fidelity [--quick]
-        [--models random stress digits] [--inputs 256] [--calibration-images 64]
+        [--models random stress digits] [--size Ti/16] [--inputs 256] [--calibration-images 64]
         [--peers .venv-peers/bin/python] [--variants minmax mse ...] [--int16x8] [--dynamic]
 
 For each model, the float32 file and the `int8` and `int8_cpu` files of each variant
@@ -22,6 +22,7 @@ Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a ran
 file (int16 activations, int8 weights; minmax calibration) of each model, `--dynamic` the
 dynamic-range file (int8 weights, activations quantized per input at run time) of the
 plain graph and of each smoothed / split graph the chosen variants use.
+`--size B/16` makes the random and stress models ViT-B/16 (same construction).
 `--quick` runs tiny models with few inputs: a smoke test of every code path.
 `--peers PEER_PYTHON` adds ONNX Runtime and OpenVINO rows (fp32, bf16, int8) of the same
 weights on the same inputs, run by that interpreter (`peers.py`, `make bench-peers`).
@@ -51,14 +52,15 @@ QUANTIZATIONS = ("int8", "int8_cpu")
 PREPROCESSING = {"mean": [127.5] * 3, "std": [127.5] * 3}
 
 
-def models(names, quick: bool, rng, calibration_images: int, inputs: int):
-    """`{name: (keras model, calibration uint8 images, held-out uint8 images)}`."""
+def models(names, quick: bool, rng, calibration_images: int, inputs: int, size: str = "Ti/16"):
+    """`{name: (keras model, calibration uint8 images, held-out uint8 images)}`; the random
+    and stress models are the `size` variant (`Ti/16`, `B/16`, ...) at 224."""
     from keras_vit.variants import variant_config
 
     config = (
         {**TINY, "num_classes": 10}
         if quick
-        else {**variant_config("Ti/16"), "image_size": 224, "num_classes": 1000}
+        else {**variant_config(size), "image_size": 224, "num_classes": 1000}
     )
     size = config["image_size"]
     count_cal, count_in = (4, 8) if quick else (calibration_images, inputs)
@@ -70,9 +72,9 @@ def models(names, quick: bool, rng, calibration_images: int, inputs: int):
         calibration = rng.integers(0, 256, (count_cal, size, size, 3), dtype=np.uint8)
         held_out = rng.integers(0, 256, (count_in, size, size, 3), dtype=np.uint8)
         if "random" in names:
-            out["random Ti/16" if not quick else "random tiny"] = (base, calibration, held_out)
+            out[f"random {size}" if not quick else "random tiny"] = (base, calibration, held_out)
         if "stress" in names:
-            out["stress Ti/16" if not quick else "stress tiny"] = (
+            out[f"stress {size}" if not quick else "stress tiny"] = (
                 stress(base, seed=0),
                 calibration,
                 held_out,
@@ -194,6 +196,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="path without extension")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--size", default="Ti/16", help="variant of the random and stress models (default Ti/16)"
+    )
     parser.add_argument("--models", nargs="+", default=["random", "stress", "digits"])
     parser.add_argument("--inputs", type=int, default=256)
     parser.add_argument("--calibration-images", type=int, default=64)
@@ -220,7 +225,7 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(0)
     rows = []
-    chosen = models(args.models, args.quick, rng, args.calibration_images, args.inputs)
+    chosen = models(args.models, args.quick, rng, args.calibration_images, args.inputs, args.size)
     with tempfile.TemporaryDirectory(prefix="fidelity_") as scratch:
         for name, (model, calibration, held_out) in chosen.items():
             rows.extend(
