@@ -62,15 +62,15 @@ def models(names, quick: bool, rng, calibration_images: int, inputs: int, size: 
         if quick
         else {**variant_config(size), "image_size": 224, "num_classes": 1000}
     )
-    size = config["image_size"]
+    pixels = config["image_size"]
     count_cal, count_in = (4, 8) if quick else (calibration_images, inputs)
     out = {}
     if {"random", "stress"} & set(names):
         base = vit(config, seed=0)
         for variable in base.get_layer("head").weights:  # logits with a spread to measure
             variable.assign(rng.normal(0.0, 0.5, variable.shape).astype(np.float32))
-        calibration = rng.integers(0, 256, (count_cal, size, size, 3), dtype=np.uint8)
-        held_out = rng.integers(0, 256, (count_in, size, size, 3), dtype=np.uint8)
+        calibration = rng.integers(0, 256, (count_cal, pixels, pixels, 3), dtype=np.uint8)
+        held_out = rng.integers(0, 256, (count_in, pixels, pixels, 3), dtype=np.uint8)
         if "random" in names:
             out[f"random {size}" if not quick else "random tiny"] = (base, calibration, held_out)
         if "stress" in names:

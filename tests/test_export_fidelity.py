@@ -354,3 +354,12 @@ def test_quick_fidelity_benchmark_variants_int16x8_and_dynamic(tmp_path):
         env=env,
     )
     assert result.returncode == 2 and "--variants: invalid choice: 'kl'" in result.stderr
+
+
+def test_fidelity_benchmark_size_picks_the_probe_variant():
+    bench = benchmark_module("fidelity")
+    chosen = bench.models(["random"], False, np.random.default_rng(0), 1, 2, size="S/16")
+    ((name, (model, calibration, held_out)),) = chosen.items()
+    assert name == "random S/16"
+    assert (model.hidden_size, model.num_layers, model.image_size) == (384, 12, (224, 224))
+    assert calibration.shape == (1, 224, 224, 3) and held_out.shape == (2, 224, 224, 3)
