@@ -261,7 +261,7 @@ def _fidelity(content: bytes, images, reference: dict, profile: str, quantizatio
 
 
 def _check_int8_options(
-    calibration_samples: int, calibration_method: str, percentile: float, smooth_alpha, mlp_spans=1
+    calibration_samples: int, calibration_method: str, percentile: float, smooth_alpha, mlp_spans
 ) -> None:
     """Raises `ExportError` (one line naming the flag) for an out-of-range int8 option."""
     if calibration_samples < 1:

@@ -162,7 +162,7 @@ class TransformerBlock(keras.layers.Layer):
         )
         # Contiguous `(start, stop)` spans of hidden units the export graphs run as separate
         # MLPs (`export.mlp_spans`); None: one MLP. Not part of the config.
-        self.mlp_spans: list[tuple[int, int]] | None = None
+        self.mlp_spans: tuple[tuple[int, int], ...] | None = None
 
     def build(self, input_shape):
         hidden_size = input_shape[-1]
