@@ -23,6 +23,7 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_kernels_writes_every_row",
             "test_xla_profile_writes_the_op_table",
             "test_xla_profile_unknown_model_is_one_line",
+            "test_int8_budget_quick_writes_every_rounding",
         }
     ),
     # Training, evaluation, a refused rerun and a failed --overwrite through the CLI, end to

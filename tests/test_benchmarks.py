@@ -294,3 +294,50 @@ def test_train_digits_reads_validation_and_summarizes(tmp_path):
         0.75,
     )
     assert summary["test_top1_std"] == pytest.approx(0.25)
+
+
+# === benchmarks/int8_budget.py: one int8 rounding at a time ===
+
+
+def test_gptq_rounding_keeps_the_converter_grid_and_lowers_the_output_error():
+    budget = benchmark_module("int8_budget")
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(24, 24))
+    inputs = rng.normal(size=(512, 24)) @ mixing  # correlated inputs, as a layer's are
+    kernel = rng.normal(size=(24, 6)) * rng.uniform(0.5, 2.0, size=6)
+    spans = [(0, 10), (10, 24)]
+    steps = budget.weight_grid(kernel, spans)
+    rounded = budget.gptq_round(kernel, steps, inputs.T @ inputs)
+    levels = rounded / steps
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-9)  # on the grid
+    for start, stop in spans:  # each span's channel keeps its largest weight: same step
+        np.testing.assert_allclose(np.abs(levels[start:stop]).max(axis=0), 127.0)
+    nearest = np.clip(np.round(kernel / steps), -127, 127) * steps
+    error_gptq = np.linalg.norm(inputs @ (rounded - kernel))
+    error_nearest = np.linalg.norm(inputs @ (nearest - kernel))
+    assert error_gptq < 0.8 * error_nearest
+
+
+def test_int8_budget_quick_writes_every_rounding(tmp_path):
+    output = tmp_path / "budget"
+    done = run_script("int8_budget.py", "--quick", "--files", "--output", str(output), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(output.with_suffix(".json").read_text())["rows"]
+    budget = benchmark_module("int8_budget")
+    files = ["int8 file, weights nearest", "dynamic file, weights nearest"]
+    files += ["int8 file, weights GPTQ", "dynamic file, weights GPTQ"]
+    for model in ("random tiny", "stress tiny"):
+        found = {r["rounding"]: r for r in rows if r["model"] == model}
+        assert list(found) == [*budget.ROUNDINGS, *files]
+        for r in found.values():
+            assert 0.0 < r["mean_logit_error"] < r["max_logit_error"], r
+        # The exp form rounds the probabilities far less than int8 SOFTMAX's fixed grid.
+        exp, softmax = found["exp on the int8 grid"], found["softmax on the int8 grid"]
+        assert exp["mean_logit_error"] < 0.5 * softmax["mean_logit_error"]
+    assert "| stress tiny | weights, GPTQ |" in output.with_suffix(".md").read_text()
+    missing = tmp_path / "missing" / "budget"
+    done = run_script("int8_budget.py", "--quick", "--output", str(missing))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: --output: folder {missing.parent} does not exist"
+    )
