@@ -302,10 +302,11 @@ def test_train_digits_reads_validation_and_summarizes(tmp_path):
 def test_gptq_rounding_keeps_the_converter_grid_and_lowers_the_output_error():
     budget = benchmark_module("int8_budget")
     rng = np.random.default_rng(0)
-    mixing = rng.normal(size=(24, 24))
-    inputs = rng.normal(size=(512, 24)) @ mixing  # correlated inputs, as a layer's are
-    kernel = rng.normal(size=(24, 6)) * rng.uniform(0.5, 2.0, size=6)
-    spans = [(0, 10), (10, 24)]
+    # Correlated inputs of falling variance, as a layer's are.
+    mixing = rng.normal(size=(64, 64)) * np.exp(-np.arange(64) / 8.0)[:, None]
+    inputs = rng.normal(size=(1024, 64)) @ mixing
+    kernel = rng.normal(size=(64, 16)) * rng.uniform(0.5, 2.0, size=16)
+    spans = [(0, 24), (24, 64)]
     steps = budget.weight_grid(kernel, spans)
     rounded = budget.gptq_round(kernel, steps, inputs.T @ inputs)
     levels = rounded / steps
@@ -315,7 +316,7 @@ def test_gptq_rounding_keeps_the_converter_grid_and_lowers_the_output_error():
     nearest = np.clip(np.round(kernel / steps), -127, 127) * steps
     error_gptq = np.linalg.norm(inputs @ (rounded - kernel))
     error_nearest = np.linalg.norm(inputs @ (nearest - kernel))
-    assert error_gptq < 0.8 * error_nearest
+    assert error_gptq < 0.75 * error_nearest  # 0.40 on this machine
 
 
 def test_int8_budget_quick_writes_every_rounding(tmp_path):
