@@ -220,7 +220,6 @@ def main(argv=None) -> int:
     if reason:
         print(f"error: {reason}", file=sys.stderr)
         return 1
-    import datetime
     import tempfile
 
     rng = np.random.default_rng(0)
@@ -248,18 +247,26 @@ def main(argv=None) -> int:
             )
             rows.extend(peer_rows)
             rows.sort(key=lambda r: list(chosen).index(r["model"]))  # each model's rows together
+    extra = {"peers": peer_section} if args.peers else {}
+    write_results(args.output, "fidelity.py", argv, rows, markdown, **extra)
+    return 0
+
+
+def write_results(output, script: str, argv, rows: list, to_markdown, **extra) -> None:
+    """`<output>.json` and `<output>.md` of a benchmark's rows, with date, CPU and command."""
+    import datetime
+
     results = {
         "date": datetime.date.today().isoformat(),
         "cpu": machine(2)["cpu"],
-        "command": "python benchmarks/fidelity.py " + " ".join(argv or sys.argv[1:]),
+        "command": f"python benchmarks/{script} " + " ".join(argv or sys.argv[1:]),
         "rows": rows,
-        **({"peers": peer_section} if args.peers else {}),
+        **extra,
     }
-    output = Path(args.output)
+    output = Path(output)
     output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    output.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
-    return 0
+    output.with_suffix(".md").write_text(to_markdown(results))
+    print(to_markdown(results))
 
 
 if __name__ == "__main__":

@@ -387,10 +387,7 @@ def main(argv=None) -> int:
     if not Path(args.output).parent.is_dir():
         print(f"error: --output: folder {Path(args.output).parent} does not exist", file=sys.stderr)
         return 1
-    import datetime
-
-    from fidelity import PREPROCESSING, models
-    from run import machine
+    from fidelity import PREPROCESSING, models, write_results
 
     from export import mlp_spans, smoothing
 
@@ -405,16 +402,7 @@ def main(argv=None) -> int:
         if args.files:
             found += file_rows(prepared, calibration, held_out, PREPROCESSING)
         rows.extend({"model": name, **row} for row in found)
-    results = {
-        "date": datetime.date.today().isoformat(),
-        "cpu": machine(2)["cpu"],
-        "command": "python benchmarks/int8_budget.py " + " ".join(argv or sys.argv[1:]),
-        "rows": rows,
-    }
-    output = Path(args.output)
-    output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    output.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.output, "int8_budget.py", argv, rows, markdown)
     return 0
 
 
