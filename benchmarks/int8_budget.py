@@ -12,11 +12,11 @@ its best int8 variant (LayerNorm smoothing 1.0, MLPs in 4 unit spans), then with
 LayerNorm's gamma and beta folded into the Dense kernels that read it (the converter fuses
 them the same way, so a Dense input here is the tensor the file quantizes). Rows:
 
-- `weights, nearest`: every Dense kernel on the int8 grid the converter uses (symmetric,
-  one scale per output channel; per span for the second MLP Dense), rounded to nearest.
-- `weights, GPTQ`: the same grid, rounded with GPTQ's error feedback (Frantar et al.,
-  2022, arXiv 2210.17323) on each Dense's calibration inputs. Each channel keeps its
-  largest weight, so the converter's scale, and the rounding, stay as chosen.
+- `weights, nearest`: every Dense kernel (the patch projection's included) on the int8
+  grid the converter uses (symmetric, one scale per output channel; per span for the
+  second MLP Dense), rounded to nearest.
+- `weights, GPTQ`: the same grid, rounded with GPTQ's error feedback on each Dense's
+  calibration inputs (`export.weight_rounding`, what `--weight-rounding gptq` exports).
 - `attention scores on the int8 grid`: the scores `q k^T / sqrt(d)` rounded to int8 in
   each block's range on the calibration images (asymmetric), as the static files'
   BATCH_MATMUL output.
@@ -24,9 +24,10 @@ them the same way, so a Dense input here is the tensor the file quantizes). Rows
   fixed output scale of TFLite's int8 SOFTMAX.
 - `exp on the int8 grid`: `exp(s - max s)` rounded to multiples of 1/255 (every row peaks
   at 1), then normalised in float.
-- `Dense inputs, per row (symmetric / asymmetric)`: every Dense input rounded to int8 with
-  a range per token row, as the dynamic-range file does at run time (its quantized
-  FULLY_CONNECTED ops carry `asymmetric_quantize_inputs`).
+- `Dense inputs, per row (symmetric / asymmetric)`: every Dense input (normalised pixel
+  patches for the projection) rounded to int8 with a range per token row, as the
+  dynamic-range file does at run time (its quantized FULLY_CONNECTED ops carry
+  `asymmetric_quantize_inputs`).
 - `Dense inputs, per tensor`: every Dense input rounded to int8 in the range its tensor had
   on the calibration images (asymmetric), as a static int8 file does; nothing else rounded.
 - `weights nearest + inputs per row`: `weights, nearest` with `Dense inputs, per row
@@ -48,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.weight_rounding import dense_inputs, fold_norms, round_weights
+
 ROUNDINGS = (
     "weights, nearest",
     "weights, GPTQ",
@@ -59,57 +62,6 @@ ROUNDINGS = (
     "Dense inputs, per tensor",
     "weights nearest + inputs per row",
 )
-
-
-def fold_norms(model):
-    """A copy with each LayerNorm's gamma and beta folded into the Dense layers reading it."""
-    from export.classifier import rebuild
-    from export.smoothing import norm_pairs
-
-    folded = rebuild(model)
-    for norm, consumers in norm_pairs(folded):
-        gamma = np.asarray(norm.gamma.numpy(), np.float64)
-        beta = np.asarray(norm.beta.numpy(), np.float64)
-        for dense in consumers:
-            kernel = np.asarray(dense.kernel.numpy(), np.float64)
-            bias = np.asarray(dense.bias.numpy(), np.float64) + beta @ kernel
-            dense.bias.assign(bias.astype(np.float32))
-            dense.kernel.assign((gamma[:, None] * kernel).astype(np.float32))
-        norm.gamma.assign(np.ones_like(gamma, np.float32))
-        norm.beta.assign(np.zeros_like(beta, np.float32))
-    return folded
-
-
-def dense_layers(model) -> list[tuple[object, list[tuple[int, int]] | None]]:
-    """`(Dense layer, its input spans or None)` for every Dense of a keras_vit ViT."""
-    found = []
-    for layer in model.layers:
-        if layer.name.startswith("encoderblock_"):
-            attention = layer.attention
-            for dense in (attention.query, attention.key, attention.value, attention.out):
-                found.append((dense, None))
-            found.append((layer.mlp_dense1, None))
-            found.append((layer.mlp_dense2, list(layer.mlp_spans or []) or None))
-    found.append((model.get_layer("head"), None))
-    return found
-
-
-@contextlib.contextmanager
-def dense_inputs(model, transform):
-    """Within the block, each Dense of `model` reads `transform(dense, spans, x)` for `x`."""
-    layers = dense_layers(model)
-
-    def wrapped(dense, spans, call):
-        return lambda x, *args, **kwargs: call(transform(dense, spans, x), *args, **kwargs)
-
-    try:
-        for dense, spans in layers:
-            dense.call = wrapped(dense, spans, dense.call)
-        yield
-    finally:
-        for dense, _ in layers:
-            if "call" in vars(dense):
-                del dense.call  # the class's method again
 
 
 def by_segments(x, spans, fn):
@@ -161,67 +113,6 @@ def input_ranges(model, images: np.ndarray) -> dict[tuple[str, int], tuple[float
         for start in range(0, len(images), 16):
             model(images[start : start + 16], training=False)
     return ranges
-
-
-def weight_grid(kernel: np.ndarray, spans) -> np.ndarray:
-    """The converter's int8 step per weight: `max |w| / 127` of its output channel (and span)."""
-    steps = np.empty_like(kernel)
-    for start, stop in spans or [(0, kernel.shape[0])]:
-        steps[start:stop] = np.abs(kernel[start:stop]).max(axis=0) / 127.0
-    return np.where(steps == 0.0, 1.0, steps)
-
-
-def gptq_round(kernel: np.ndarray, steps: np.ndarray, hessian: np.ndarray, damp: float = 0.01):
-    """`kernel` (inputs x outputs) on the grid `steps`, rounded with GPTQ's error feedback.
-
-    Input rows are rounded in order; each row's rounding error, weighted by the inverse
-    Hessian of the layer's inputs, is subtracted from the rows not yet rounded. The
-    weights that set a channel's step (|w| = 127 steps) take no feedback, so they round
-    to exactly +-127 and the converter derives the same step.
-    """
-    weights = np.array(kernel, np.float64)
-    hessian = np.array(hessian, np.float64)
-    dead = np.diag(hessian) == 0.0
-    hessian[dead, dead] = 1.0
-    weights[dead] = 0.0
-    hessian += damp * np.mean(np.diag(hessian)) * np.eye(len(hessian))
-    upper = np.linalg.cholesky(np.linalg.inv(hessian)).T
-    fixed = np.isclose(np.abs(kernel), 127.0 * steps, rtol=1e-6)
-    rounded = np.empty_like(weights)
-    for i in range(len(weights)):
-        rounded[i] = np.clip(np.round(weights[i] / steps[i]), -127.0, 127.0) * steps[i]
-        error = (weights[i] - rounded[i]) / upper[i, i]
-        weights[i + 1 :] -= np.outer(upper[i, i + 1 :], error) * ~fixed[i + 1 :]
-    return rounded
-
-
-def rounded_weights(model, method: str, images: np.ndarray):
-    """A copy of `model` with every Dense kernel on the int8 grid (`nearest` or `gptq`)."""
-    import keras
-
-    from export.classifier import rebuild
-
-    copy = rebuild(model)
-    hessians: dict[str, np.ndarray] = {}
-    if method == "gptq":
-
-        def record(dense, spans, x):
-            rows = keras.ops.convert_to_numpy(x).astype(np.float64).reshape(-1, x.shape[-1])
-            hessians[dense.path] = hessians.get(dense.path, 0.0) + rows.T @ rows
-            return x
-
-        with dense_inputs(copy, record):
-            for start in range(0, len(images), 16):
-                copy(images[start : start + 16], training=False)
-    for dense, spans in dense_layers(copy):
-        kernel = np.asarray(dense.kernel.numpy(), np.float64)
-        steps = weight_grid(kernel, spans)
-        if method == "gptq":
-            values = gptq_round(kernel, steps, hessians[dense.path])
-        else:
-            values = np.clip(np.round(kernel / steps), -127.0, 127.0) * steps
-        dense.kernel.assign(values.astype(np.float32))
-    return copy
 
 
 @contextlib.contextmanager
@@ -300,9 +191,9 @@ def budget(model, calibration, held_out, preprocessing) -> list[dict]:
     def logits(name: str):
         # A fresh copy each time: its predict function is traced with the rounding in place.
         if name in ("weights, nearest", "weights nearest + inputs per row"):
-            graph = rounded_weights(model, "nearest", images)
+            graph = round_weights(model, images, "nearest")
         elif name == "weights, GPTQ":
-            graph = rounded_weights(model, "gptq", images)
+            graph = round_weights(model, images, "gptq")
         else:
             graph = rebuild(model)
         context = contextlib.nullcontext()
@@ -340,7 +231,7 @@ def file_rows(model, calibration, held_out, preprocessing) -> list[dict]:
     reference = tflite_fidelity.keras_logits(model, held_out, preprocessing)
     rows = []
     for method in ("nearest", "gptq"):
-        source = model if method == "nearest" else rounded_weights(model, "gptq", images)
+        source = model if method == "nearest" else round_weights(model, images, "gptq")
         graph = PixelClassifier(source, **preprocessing)
         for quantization in ("int8", "dynamic"):
             options = {"calibration_method": "mse"} if quantization == "int8" else {}

@@ -20,7 +20,7 @@ def new_report(checkpoint, model, calibration, seed: int, test, options=None) ->
         seed: the calibration sample's seed.
         test: `(images, labels, reference probabilities)` of the test split, or None.
         options: the int8 options (`calibration_method`, `percentile`, `smooth_alpha`,
-            `mlp_spans`).
+            `mlp_spans`, `weight_rounding`).
     """
     report: dict = {
         "checkpoint": str(checkpoint.path),

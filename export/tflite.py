@@ -81,6 +81,7 @@ from export.run_data import (
     split_examples,
 )
 from export.runtime_versions import minimum_runtime
+from export.weight_rounding import WEIGHT_ROUNDINGS
 from keras_vit.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from keras_vit.console import configure_logging, native_stderr_captured
 from keras_vit.run_dir import RunDir, read_run_dir
@@ -114,6 +115,7 @@ logger = logging.getLogger("export.tflite")  # also when run as __main__
 
 DEFAULT_OUTPUT = "tflite"  # inside the run directory
 LAYER_IMAGES = 4  # test images whose every tensor the per-layer error compares
+INT8_WEIGHTS = frozenset({"dynamic", "int8", "int8_cpu", "int16x8"})  # files with int8 weights
 
 
 def file_name(quantization: str, profile: str = "default") -> str:
@@ -261,7 +263,12 @@ def _fidelity(content: bytes, images, reference: dict, profile: str, quantizatio
 
 
 def _check_int8_options(
-    calibration_samples: int, calibration_method: str, percentile: float, smooth_alpha, mlp_spans
+    calibration_samples: int,
+    calibration_method: str,
+    percentile: float,
+    smooth_alpha,
+    mlp_spans,
+    weight_rounding,
 ) -> None:
     """Raises `ExportError` (one line naming the flag) for an out-of-range int8 option."""
     if calibration_samples < 1:
@@ -277,6 +284,11 @@ def _check_int8_options(
         raise ExportError(f"--smooth-alpha must be between 0 and 1, got {smooth_alpha}")
     if isinstance(mlp_spans, bool) or not isinstance(mlp_spans, int) or mlp_spans < 1:
         raise ExportError(f"--mlp-spans must be a positive integer, got {mlp_spans!r}")
+    if weight_rounding not in WEIGHT_ROUNDINGS:
+        raise ExportError(
+            f"Unknown --weight-rounding {weight_rounding!r}; expected one of "
+            f"{', '.join(WEIGHT_ROUNDINGS)}"
+        )
 
 
 def _prepared(model, calibration: np.ndarray, preprocessing: dict, alpha, mlp_spans: int):
@@ -284,9 +296,7 @@ def _prepared(model, calibration: np.ndarray, preprocessing: dict, alpha, mlp_sp
     from export.mlp_spans import split_mlps
     from export.smoothing import smooth
 
-    mean = np.asarray(preprocessing["mean"], np.float32)
-    std = np.asarray(preprocessing["std"], np.float32)
-    images = (calibration.astype(np.float32) - mean) / std
+    images = _normalised(calibration, preprocessing)
     if alpha is not None:
         logger.info("Migrating LayerNorm output scales (alpha %.2f)", alpha)
         model = smooth(model, images, alpha)
@@ -294,6 +304,13 @@ def _prepared(model, calibration: np.ndarray, preprocessing: dict, alpha, mlp_sp
         logger.info("Splitting each MLP into at most %d unit spans", mlp_spans)
         model = split_mlps(model, images, mlp_spans)
     return model
+
+
+def _normalised(images: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """uint8 images as the model takes them: `(pixels - mean) / std`."""
+    mean = np.asarray(preprocessing["mean"], np.float32)
+    std = np.asarray(preprocessing["std"], np.float32)
+    return (images.astype(np.float32) - mean) / std
 
 
 def export_tflite(
@@ -312,6 +329,7 @@ def export_tflite(
     percentile: float = DEFAULT_PERCENTILE,
     smooth_alpha: float | None = None,
     mlp_spans: int = 1,
+    weight_rounding: str = "nearest",
 ) -> dict:
     """Exports a run directory to `.tflite` files and writes the report.
 
@@ -338,6 +356,9 @@ def export_tflite(
         mlp_spans: run each MLP as up to this many spans of hidden units of similar
             calibrated range, each with its own int8 ranges (`export.mlp_spans`; the same
             function); 1: one MLP.
+        weight_rounding: how the quantized files' int8 weights are rounded: `"nearest"`
+            (the converter's) or `"gptq"` (error feedback on the calibration images,
+            `export.weight_rounding`; the float files keep the exact weights).
 
     Returns:
         The report (also written as `report.json` in `output_dir`).
@@ -348,7 +369,12 @@ def export_tflite(
     started = time.perf_counter()
     quantize = _checked_quantizations(quantize, edgetpu)
     _check_int8_options(
-        calibration_samples, calibration_method, percentile, smooth_alpha, mlp_spans
+        calibration_samples,
+        calibration_method,
+        percentile,
+        smooth_alpha,
+        mlp_spans,
+        weight_rounding,
     )
     checkpoint = read_run_dir(checkpoint_dir)
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
@@ -371,7 +397,12 @@ def export_tflite(
         calibration,
         seed,
         test,
-        {**options, "smooth_alpha": smooth_alpha, "mlp_spans": mlp_spans},
+        {
+            **options,
+            "smooth_alpha": smooth_alpha,
+            "mlp_spans": mlp_spans,
+            "weight_rounding": weight_rounding,
+        },
     )
     exported_model = model
     if smooth_alpha is not None or mlp_spans > 1:
@@ -379,15 +410,25 @@ def export_tflite(
             calibration = calibration_images(checkpoint, calibration_samples, seed)
         exported_model = _prepared(model, calibration, preprocessing, smooth_alpha, mlp_spans)
     jobs = [("default", q) for q in quantize] + ([("edgetpu", "int8")] if edgetpu else [])
+    rounded_model = None  # the int8-weight files' source with `weight_rounding="gptq"`
+    if weight_rounding == "gptq" and any(q in INT8_WEIGHTS for _, q in jobs):
+        from export.weight_rounding import round_weights
+
+        if calibration is None:
+            calibration = calibration_images(checkpoint, calibration_samples, seed)
+        logger.info("Rounding the int8 weights with GPTQ on the calibration images")
+        rounded_model = round_weights(exported_model, _normalised(calibration, preprocessing))
     with export_folder(output, checkpoint.path, overwrite, "tflite") as folder:
         atomic_write_text(folder / LABELS_FILE, "\n".join(checkpoint.labels) + "\n")
-        graphs: dict[str, object] = {}
+        graphs: dict[tuple[str, bool], object] = {}
         for profile, quantization in jobs:
-            if profile not in graphs:
-                graphs[profile] = build_classifier(exported_model, preprocessing, profile)
+            rounded = rounded_model is not None and quantization in INT8_WEIGHTS
+            if (profile, rounded) not in graphs:
+                source = rounded_model if rounded else exported_model
+                graphs[(profile, rounded)] = build_classifier(source, preprocessing, profile)
             entry = _export_file(
                 folder,
-                graphs[profile],
+                graphs[(profile, rounded)],
                 checkpoint,
                 model,
                 profile,
@@ -470,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
         "range, each with its own int8 ranges (exact in float; default: %(default)s, one MLP)",
     )
     parser.add_argument(
+        "--weight-rounding",
+        default="nearest",
+        help="rounding of the int8 weights of the quantized files: nearest (the converter's) "
+        "or gptq (error feedback on the calibration images; default: %(default)s)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="also show TensorFlow's and the converter's log lines",
@@ -497,6 +544,7 @@ def main(argv=None) -> int:
                 percentile=args.percentile,
                 smooth_alpha=args.smooth_alpha,
                 mlp_spans=args.mlp_spans,
+                weight_rounding=args.weight_rounding,
             )
     except user_errors as error:
         print(f"error: {error}", file=sys.stderr)

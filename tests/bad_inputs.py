@@ -2130,6 +2130,19 @@ def _(env, tmp):
 
 
 @case(
+    "tflite-weight-rounding-unknown",
+    "export.tflite",
+    "--weight-rounding gptq4",
+    "python -m export.tflite RUN --quantize int8 --weight-rounding gptq4",
+    "error",
+    "names --weight-rounding",
+)
+def _(env, tmp):
+    argv = [env.run_dir, "--quantize", "int8", "--weight-rounding", "gptq4", "--no-eval"]
+    return _cli(_tflite(), [*argv, "--output", tmp / "out"], ["--weight-rounding"])
+
+
+@case(
     "tflite-output-exists",
     "export.tflite",
     "--output of an existing export, no --force",

@@ -824,10 +824,10 @@ def test_cli_int8_options_mse_calibration_smoothing_and_spans(
 ):
     _, default = exported
     options = ["--calibration", "mse", "--smooth-alpha", "0.5", "--calibration-samples", "64"]
-    options += ["--mlp-spans", "4"]
+    options += ["--mlp-spans", "4", "--weight-rounding", "gptq"]
     code, _, err = run_cli(
         tflite.main,
-        [checkpoint, "--output", tmp_path / "out", "--quantize", "int8", *options],
+        [checkpoint, "--output", tmp_path / "out", "--quantize", "float32", "int8", *options],
         capsys,
     )
     assert code == 0, err
@@ -835,6 +835,9 @@ def test_cli_int8_options_mse_calibration_smoothing_and_spans(
     assert report["calibration"]["calibration_method"] == "mse"
     assert report["calibration"]["smooth_alpha"] == 0.5
     assert report["calibration"]["mlp_spans"] == 4
+    assert report["calibration"]["weight_rounding"] == "gptq"
+    # GPTQ rounds the int8 file's weights only: the float32 file is the exact model.
+    assert entry(report, "model_float32.tflite")["max_logit_error"] < 1e-4
     e = entry(report, "model_int8.tflite")
     assert e["float_compute_ops"] == 0
     assert e["top1_agreement"] >= 0.97
@@ -844,6 +847,7 @@ def test_cli_int8_options_mse_calibration_smoothing_and_spans(
     assert default["calibration"]["calibration_method"] == "minmax"
     assert default["calibration"]["smooth_alpha"] is None
     assert default["calibration"]["mlp_spans"] == 1
+    assert default["calibration"]["weight_rounding"] == "nearest"
 
 
 @pytest.mark.parametrize(
@@ -851,6 +855,10 @@ def test_cli_int8_options_mse_calibration_smoothing_and_spans(
     [
         (["--smooth-alpha", "1.5"], "error: --smooth-alpha must be between 0 and 1, got 1.5"),
         (["--percentile", "10"], "error: --percentile must be above 50 and at most 100, got 10.0"),
+        (
+            ["--weight-rounding", "best"],
+            "error: Unknown --weight-rounding 'best'; expected one of nearest, gptq",
+        ),
     ],
 )
 def test_cli_bad_int8_options(checkpoint, tmp_path, capsys, flags, message):
