@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.run_data import normalised
 from export.weight_rounding import dense_inputs, fold_norms, round_weights
 
 ROUNDINGS = (
@@ -170,9 +171,7 @@ def budget(model, calibration, held_out, preprocessing) -> list[dict]:
     from export import fidelity, tflite_fidelity
     from export.classifier import rebuild
 
-    mean = np.asarray(preprocessing["mean"], np.float32)
-    std = np.asarray(preprocessing["std"], np.float32)
-    images = (calibration.astype(np.float32) - mean) / std
+    images = normalised(calibration, preprocessing)
     reference = tflite_fidelity.keras_logits(model, held_out, preprocessing)
     ranges = input_ranges(rebuild(model), images)
     scores = score_ranges(rebuild(model), images)
@@ -225,9 +224,7 @@ def file_rows(model, calibration, held_out, preprocessing) -> list[dict]:
     from export.classifier import PixelClassifier
     from export.convert import convert
 
-    mean = np.asarray(preprocessing["mean"], np.float32)
-    std = np.asarray(preprocessing["std"], np.float32)
-    images = (calibration.astype(np.float32) - mean) / std
+    images = normalised(calibration, preprocessing)
     reference = tflite_fidelity.keras_logits(model, held_out, preprocessing)
     rows = []
     for method in ("nearest", "gptq"):
@@ -286,7 +283,7 @@ def main(argv=None) -> int:
     chosen = models(args.models, args.quick, rng, args.calibration_images, args.inputs)
     rows = []
     for name, (model, calibration, held_out) in chosen.items():
-        images = (calibration.astype(np.float32) - 127.5) / 127.5
+        images = normalised(calibration, PREPROCESSING)
         prepared = mlp_spans.split_mlps(smoothing.smooth(model, images, 1.0), images, 4)
         prepared = fold_norms(prepared)
         found = budget(prepared, calibration, held_out, PREPROCESSING)

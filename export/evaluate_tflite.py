@@ -32,9 +32,7 @@ def keras_probabilities(model, images: np.ndarray, preprocessing: dict) -> np.nd
     """The checkpoint's Keras model on uint8 images: normalise, predict, softmax."""
     import keras
 
-    mean = np.asarray(preprocessing["mean"], np.float32)
-    std = np.asarray(preprocessing["std"], np.float32)
-    outputs = model.predict((images.astype(np.float32) - mean) / std, batch_size=64, verbose=0)
+    outputs = model.predict(run_data.normalised(images, preprocessing), batch_size=64, verbose=0)
     if model.classifier_activation != "softmax":
         outputs = keras.ops.convert_to_numpy(keras.ops.softmax(outputs, axis=-1))
     return np.asarray(outputs, np.float32)

@@ -14,6 +14,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_CALIBRATION_SAMPLES = 256
 
 
+def normalised(images: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """uint8 images as a checkpoint's model takes them: `(pixels - mean) / std`, float32."""
+    mean = np.asarray(preprocessing["mean"], np.float32)
+    std = np.asarray(preprocessing["std"], np.float32)
+    return (images.astype(np.float32) - mean) / std
+
+
 def split_examples(checkpoint: RunDir, split: str):
     """The `keras_vit.data` examples of a split of the dataset the checkpoint was trained on.
 

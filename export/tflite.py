@@ -78,6 +78,7 @@ from export.run_data import (
     DEFAULT_CALIBRATION_SAMPLES,
     as_arrays,
     calibration_images,
+    normalised,
     split_examples,
 )
 from export.runtime_versions import minimum_runtime
@@ -296,7 +297,7 @@ def _prepared(model, calibration: np.ndarray, preprocessing: dict, alpha, mlp_sp
     from export.mlp_spans import split_mlps
     from export.smoothing import smooth
 
-    images = _normalised(calibration, preprocessing)
+    images = normalised(calibration, preprocessing)
     if alpha is not None:
         logger.info("Migrating LayerNorm output scales (alpha %.2f)", alpha)
         model = smooth(model, images, alpha)
@@ -304,13 +305,6 @@ def _prepared(model, calibration: np.ndarray, preprocessing: dict, alpha, mlp_sp
         logger.info("Splitting each MLP into at most %d unit spans", mlp_spans)
         model = split_mlps(model, images, mlp_spans)
     return model
-
-
-def _normalised(images: np.ndarray, preprocessing: dict) -> np.ndarray:
-    """uint8 images as the model takes them: `(pixels - mean) / std`."""
-    mean = np.asarray(preprocessing["mean"], np.float32)
-    std = np.asarray(preprocessing["std"], np.float32)
-    return (images.astype(np.float32) - mean) / std
 
 
 def export_tflite(
@@ -417,7 +411,7 @@ def export_tflite(
         if calibration is None:
             calibration = calibration_images(checkpoint, calibration_samples, seed)
         logger.info("Rounding the int8 weights with GPTQ on the calibration images")
-        rounded_model = round_weights(exported_model, _normalised(calibration, preprocessing))
+        rounded_model = round_weights(exported_model, normalised(calibration, preprocessing))
     with export_folder(output, checkpoint.path, overwrite, "tflite") as folder:
         atomic_write_text(folder / LABELS_FILE, "\n".join(checkpoint.labels) + "\n")
         graphs: dict[tuple[str, bool], object] = {}

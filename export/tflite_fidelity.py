@@ -25,6 +25,7 @@ import numpy as np
 
 from export import fidelity, tflite_reader
 from export.flatbuffer_edits import with_outputs
+from export.run_data import normalised
 from export.runtime import open_interpreter, tensor_interpreter
 
 INTEGER_TYPES = ("int8", "uint8", "int16", "int32")
@@ -80,9 +81,7 @@ def keras_logits(model, images: np.ndarray, preprocessing: dict) -> np.ndarray:
 
     if model.classifier_activation == "softmax":
         model = rebuild(model, classifier_activation=None)
-    mean = np.asarray(preprocessing["mean"], np.float32)
-    std = np.asarray(preprocessing["std"], np.float32)
-    outputs = model.predict((images.astype(np.float32) - mean) / std, batch_size=64, verbose=0)
+    outputs = model.predict(normalised(images, preprocessing), batch_size=64, verbose=0)
     return np.asarray(outputs, np.float64)
 
 

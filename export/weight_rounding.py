@@ -92,6 +92,11 @@ def weight_grid(kernel: np.ndarray, spans) -> np.ndarray:
     return np.where(steps == 0.0, 1.0, steps)
 
 
+def nearest_round(kernel: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """`kernel` rounded to the nearest multiple of `steps`, within -127..127 steps."""
+    return np.clip(np.round(kernel / steps), -127.0, 127.0) * steps
+
+
 def gptq_round(kernel: np.ndarray, steps: np.ndarray, hessian: np.ndarray, damp: float = 0.01):
     """`kernel` (inputs x outputs) on the grid `steps`, rounded with GPTQ's error feedback.
 
@@ -114,7 +119,7 @@ def gptq_round(kernel: np.ndarray, steps: np.ndarray, hessian: np.ndarray, damp:
     fixed = np.isclose(np.abs(kernel), 127.0 * steps, rtol=1e-6)
     rounded = np.empty_like(weights)
     for i in range(len(weights)):
-        rounded[i] = np.clip(np.round(weights[i] / steps[i]), -127.0, 127.0) * steps[i]
+        rounded[i] = nearest_round(weights[i], steps[i])
         error = (weights[i] - rounded[i]) / upper[i, i]
         weights[i + 1 :] -= np.outer(upper[i, i + 1 :], error) * ~fixed[i + 1 :]
     return rounded
@@ -155,6 +160,6 @@ def round_weights(model, images: np.ndarray, method: str = "gptq", batch_size: i
         if method == "gptq":
             values = gptq_round(kernel, steps, hessians[dense.path])
         else:
-            values = np.clip(np.round(kernel / steps), -127.0, 127.0) * steps
+            values = nearest_round(kernel, steps)
         dense.kernel.assign(values.astype(np.float32))
     return rounded
