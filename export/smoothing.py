@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from export.layer_calls import wrapped_calls
+
 
 def norm_pairs(model) -> list[tuple[object, list[object]]]:
     """`(LayerNorm layer, [the Dense layers that read its output])` of a keras_vit ViT."""
@@ -51,12 +53,11 @@ def output_ranges(model, images: np.ndarray, layers, batch_size: int = 16) -> di
     """Per-channel max |output| of each of `layers` (sublayers of `model`) on `images`.
 
     Keys are the layers' paths; the model runs eagerly with a recording `call` on each
-    of the layer instances, restored afterwards.
+    of the layer instances (`export.layer_calls.wrapped_calls`).
     """
     import keras
 
     ranges: dict[str, np.ndarray] = {}
-    originals = {}
 
     def recording(layer, call):
         def wrapped(x, *args, **kwargs):
@@ -68,16 +69,9 @@ def output_ranges(model, images: np.ndarray, layers, batch_size: int = 16) -> di
 
         return wrapped
 
-    try:
-        for layer in layers:
-            originals[id(layer)] = layer.call
-            layer.call = recording(layer, layer.call)
+    with wrapped_calls(layers, recording):
         for start in range(0, len(images), batch_size):
             model(np.asarray(images[start : start + batch_size], np.float32), training=False)
-    finally:
-        for layer in layers:
-            if id(layer) in originals:
-                del layer.call  # the class's method again
     return ranges
 
 
