@@ -43,6 +43,12 @@ Profile = Literal["default", "edgetpu"]
 PROFILES: tuple[str, ...] = ("default", "edgetpu")
 
 
+def channel_rows(values: Sequence[float], rows: int) -> np.ndarray:
+    """Per-channel `values` repeated over a patch projection kernel's `rows`, which run in
+    (row, column, channel) order; float64."""
+    return np.tile(np.asarray(values, np.float64), rows // len(values))
+
+
 def fold_normalisation(
     kernel: np.ndarray, bias: np.ndarray, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +68,8 @@ def fold_normalisation(
             f"Expected {channels} std values and a kernel with a multiple of {channels} rows. "
             f"Received: std={list(std)}, kernel shape={kernel.shape}"
         )
-    mean_rows = np.tile(np.asarray(mean, np.float64), kernel.shape[0] // channels)
-    std_rows = np.tile(np.asarray(std, np.float64), kernel.shape[0] // channels)
+    mean_rows = channel_rows(mean, kernel.shape[0])
+    std_rows = channel_rows(std, kernel.shape[0])
     scaled = kernel.astype(np.float64) / std_rows[:, None]
     folded_bias = bias.astype(np.float64) - (scaled * mean_rows[:, None]).sum(axis=0)
     return scaled.astype(np.float32), folded_bias.astype(np.float32)

@@ -374,8 +374,11 @@ def export_tflite(
     output = Path(output_dir) if output_dir is not None else checkpoint.path / DEFAULT_OUTPUT
     check_output(output, checkpoint.path, overwrite)
     model = checkpoint.load_model()
+    # One calibration sample for every step that reads images: the calibrated files'
+    # ranges, smoothing and MLP spans (every file), GPTQ (the int8-weight files).
+    gptq = weight_rounding == "gptq" and (bool(INT8_WEIGHTS & set(quantize)) or edgetpu)
     calibration = None
-    if CALIBRATED & set(quantize) or edgetpu:
+    if CALIBRATED & set(quantize) or edgetpu or smooth_alpha is not None or mlp_spans > 1 or gptq:
         calibration = calibration_images(checkpoint, calibration_samples, seed)
     test = _test_split(checkpoint, model) if evaluate else None
     preprocessing = checkpoint.config["preprocessing"]
@@ -400,18 +403,15 @@ def export_tflite(
     )
     exported_model = model
     if smooth_alpha is not None or mlp_spans > 1:
-        if calibration is None:
-            calibration = calibration_images(checkpoint, calibration_samples, seed)
         exported_model = _prepared(model, calibration, preprocessing, smooth_alpha, mlp_spans)
     jobs = [("default", q) for q in quantize] + ([("edgetpu", "int8")] if edgetpu else [])
     rounded_model = None  # the int8-weight files' source with `weight_rounding="gptq"`
-    if weight_rounding == "gptq" and any(q in INT8_WEIGHTS for _, q in jobs):
+    if gptq:
         from export.weight_rounding import round_weights
 
-        if calibration is None:
-            calibration = calibration_images(checkpoint, calibration_samples, seed)
         logger.info("Rounding the int8 weights with GPTQ on the calibration images")
-        rounded_model = round_weights(exported_model, normalised(calibration, preprocessing))
+        images = normalised(calibration, preprocessing)
+        rounded_model = round_weights(exported_model, images, std=preprocessing["std"])
     with export_folder(output, checkpoint.path, overwrite, "tflite") as folder:
         atomic_write_text(folder / LABELS_FILE, "\n".join(checkpoint.labels) + "\n")
         graphs: dict[tuple[str, bool], object] = {}

@@ -19,9 +19,9 @@ from a rounded model; the float files stay exact.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
+
+from export.layer_calls import wrapped_calls
 
 WEIGHT_ROUNDINGS: tuple[str, ...] = ("nearest", "gptq")
 
@@ -66,22 +66,18 @@ def dense_layers(model) -> list[tuple[object, list[tuple[int, int]] | None]]:
     return found
 
 
-@contextlib.contextmanager
 def dense_inputs(model, transform):
-    """Within the block, each Dense of `model` reads `transform(dense, spans, x)` for `x`."""
+    """A context manager: within it, each Dense of `model` reads `transform(dense, spans, x)`
+    for its input `x` (`spans` as `dense_layers` gives them)."""
     layers = dense_layers(model)
+    spans = {id(dense): dense_spans for dense, dense_spans in layers}
 
-    def wrapped(dense, spans, call):
-        return lambda x, *args, **kwargs: call(transform(dense, spans, x), *args, **kwargs)
+    def wrap(dense, call):
+        return lambda x, *args, **kwargs: call(
+            transform(dense, spans[id(dense)], x), *args, **kwargs
+        )
 
-    try:
-        for dense, spans in layers:
-            dense.call = wrapped(dense, spans, dense.call)
-        yield
-    finally:
-        for dense, _ in layers:
-            if "call" in vars(dense):
-                del dense.call  # the class's method again
+    return wrapped_calls([dense for dense, _ in layers], wrap)
 
 
 def weight_grid(kernel: np.ndarray, spans) -> np.ndarray:
@@ -125,7 +121,7 @@ def gptq_round(kernel: np.ndarray, steps: np.ndarray, hessian: np.ndarray, damp:
     return rounded
 
 
-def round_weights(model, images: np.ndarray, method: str = "gptq", batch_size: int = 16):
+def round_weights(model, images: np.ndarray, method: str = "gptq", batch_size: int = 16, std=None):
     """A copy of a keras_vit ViT, LayerNorms folded, every Dense kernel on the int8 grid.
 
     Args:
@@ -134,6 +130,11 @@ def round_weights(model, images: np.ndarray, method: str = "gptq", batch_size: i
         method: `"gptq"` (error feedback on the inputs `images` give each Dense) or
             `"nearest"` (what the converter does itself).
         batch_size: images per forward pass while recording the inputs.
+        std: the per-channel normalisation std that `export.classifier.PixelClassifier`
+            folds into a plain ViT's patch projection (kernel rows divided by it), or None.
+            Given, the projection is rounded on the grid of the folded kernel, so the file
+            keeps it whatever the std; None rounds the kernel as it is (the same when every
+            channel has the same std).
 
     Returns:
         The new model.
@@ -154,12 +155,23 @@ def round_weights(model, images: np.ndarray, method: str = "gptq", batch_size: i
         with dense_inputs(rounded, record):
             for start in range(0, len(images), batch_size):
                 rounded(np.asarray(images[start : start + batch_size], np.float32), training=False)
+    from export.classifier import channel_rows
+
+    projection = None  # the kernel PixelClassifier divides by `std`
+    if std is not None and rounded.stem is None:
+        projection = rounded.get_layer("patch_encoder").projection
     for dense, spans in dense_layers(rounded):
         kernel = np.asarray(dense.kernel.numpy(), np.float64)
+        # Row scales of the kernel the file holds: 1 / std on the folded projection.
+        scale = np.ones((len(kernel), 1))
+        if dense is projection:
+            scale = 1.0 / channel_rows(std, len(kernel))[:, None]
+        kernel = kernel * scale
         steps = weight_grid(kernel, spans)
         if method == "gptq":
-            values = gptq_round(kernel, steps, hessians[dense.path])
+            hessian = hessians[dense.path] / scale / scale.T  # of the inputs times std
+            values = gptq_round(kernel, steps, hessian)
         else:
             values = nearest_round(kernel, steps)
-        dense.kernel.assign(values.astype(np.float32))
+        dense.kernel.assign((values / scale).astype(np.float32))
     return rounded

@@ -850,6 +850,29 @@ def test_cli_int8_options_mse_calibration_smoothing_and_spans(
     assert default["calibration"]["weight_rounding"] == "nearest"
 
 
+def test_report_names_the_calibration_sample_of_a_dynamic_export_that_reads_one(
+    checkpoint, tmp_path
+):
+    # No calibrated file, but smoothing and GPTQ read training images: the report says which.
+    report = tflite.export_tflite(
+        checkpoint,
+        tmp_path / "out",
+        quantize=["dynamic"],
+        calibration_samples=16,
+        smooth_alpha=0.5,
+        weight_rounding="gptq",
+        evaluate=False,
+        latency_runs=1,
+    )
+    assert report["calibration"]["samples"] == 16
+    assert report["calibration"]["split"] == "train"
+    assert report["calibration"]["weight_rounding"] == "gptq"
+    plain = tflite.export_tflite(
+        checkpoint, tmp_path / "plain", quantize=["dynamic"], evaluate=False, latency_runs=1
+    )
+    assert plain["calibration"] is None
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

@@ -8,6 +8,7 @@ from export import tflite_reader
 from export.classifier import PixelClassifier
 from export.convert import convert
 from export.weight_rounding import (
+    dense_inputs,
     dense_layers,
     fold_norms,
     gptq_round,
@@ -90,3 +91,48 @@ def test_the_dynamic_range_file_holds_the_rounded_weights(rounded):
         if np.allclose(values, expected, rtol=0, atol=1e-6):
             matched += 1
     assert matched == 1  # the converter kept GPTQ's rounding, not its own
+
+
+def test_dense_inputs_wraps_the_calls_for_the_block_only(tiny_vit):
+    model, images = tiny_vit
+    before = model.predict(images, verbose=0)
+    seen = []
+
+    def zeros(dense, spans, x):
+        seen.append(dense.path)
+        return x * 0.0
+
+    with dense_inputs(model, zeros):
+        inside = model(images, training=False).numpy()
+    assert "head" in seen[-1] and len(set(seen)) == len(dense_layers(model))
+    # Every Dense reads zeros: the logits are the head's bias, the same for every image.
+    np.testing.assert_allclose(
+        inside, model.get_layer("head").bias.numpy()[None].repeat(len(images), 0), atol=1e-6
+    )
+
+    def failing(dense, spans, x):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"), dense_inputs(model, failing):
+        model(images, training=False)
+    # The class's own call is back after the block, also after an error.
+    assert all("call" not in vars(dense) for dense, _ in dense_layers(model))
+    np.testing.assert_allclose(model.predict(images, verbose=0), before, atol=1e-6)
+
+
+def test_the_projection_is_rounded_on_the_grid_of_the_folded_kernel(tiny_vit):
+    # PixelClassifier divides the projection's rows by each channel's std; given that std,
+    # the rounded kernel lands on the grid of the kernel the file holds.
+    model, images = tiny_vit
+    mean, std = [120.0, 110.0, 100.0], [40.0, 70.0, 127.5]
+
+    def folded_levels(rounded):
+        graph = PixelClassifier(rounded, mean=mean, std=std)
+        kernel = np.asarray(graph.vit.get_layer("patch_encoder").projection.kernel.numpy())
+        return kernel.astype(np.float64) / weight_grid(kernel.astype(np.float64), None)
+
+    levels = folded_levels(round_weights(model, images, "gptq", std=std))
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+    np.testing.assert_allclose(np.abs(levels).max(axis=0), 127.0, atol=1e-3)
+    unaware = folded_levels(round_weights(model, images, "gptq"))
+    assert np.abs(unaware - np.round(unaware)).max() > 0.1  # off the grid: rounded again
