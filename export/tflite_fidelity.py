@@ -53,10 +53,29 @@ def dequantized(tensor, raw: np.ndarray) -> np.ndarray:
     return values
 
 
-def _feed(interpreter, details: dict, image: np.ndarray) -> None:
-    """Sets the pixel input: uint8 as it is, float32 pixels 0..255 otherwise."""
-    dtype = details["dtype"]
-    interpreter.set_tensor(details["index"], image.astype(dtype)[None])
+def feed_pixels(interpreter, details: dict, image: np.ndarray) -> None:
+    """Sets a file's pixel input (`details` from `get_input_details`) to a uint8 image.
+
+    A float input takes the pixels 0..255 as they are; an integer input takes them
+    quantized with its scale and zero point (uint8 with scale 1 and zero point 0: as they
+    are; an int8 input of scale 1 and zero point -128: `pixel - 128`).
+
+    Raises:
+        ValueError: an integer input without quantization that cannot hold 0..255.
+    """
+    dtype = np.dtype(details["dtype"])
+    pixels = np.asarray(image, np.float64)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        scale, zero_point = details["quantization"]
+        if scale > 0:
+            pixels = np.clip(np.round(pixels / scale) + zero_point, info.min, info.max)
+        elif pixels.min() < info.min or pixels.max() > info.max:
+            raise ValueError(
+                f"Input {details.get('name', details['index'])!r} is {dtype} without "
+                "quantization parameters: it cannot hold pixels 0..255"
+            )
+    interpreter.set_tensor(details["index"], pixels.astype(dtype)[None])
 
 
 def logits(content: bytes, images: np.ndarray, num_threads: int | None = None) -> np.ndarray:
@@ -68,7 +87,7 @@ def logits(content: bytes, images: np.ndarray, num_threads: int | None = None) -
     output = next(d for d in interpreter.get_output_details() if d["index"] == index)
     rows = []
     for image in images:
-        _feed(interpreter, input_details, image)
+        feed_pixels(interpreter, input_details, image)
         interpreter.invoke()
         raw = interpreter.get_tensor(output["index"])
         rows.append(dequantized(summary.tensors[index], raw).reshape(-1))
@@ -93,7 +112,7 @@ def _all_tensors(content: bytes, images: np.ndarray):
     produced = set(summary.inputs) | {i for op in summary.operators for i in op.outputs}
     runs = []
     for image in images:
-        _feed(interpreter, input_details, image)
+        feed_pixels(interpreter, input_details, image)
         interpreter.invoke()
         runs.append(
             {
