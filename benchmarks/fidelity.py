@@ -12,7 +12,9 @@ mean logit error relative to the logit spread, the max centred error (relative t
 part of the logits the input changes), ranking agreement, top-1 agreement; the two
 ops that add the most error against the float32 file of the same graph
 (`export.tflite_fidelity.layer_report`, on a few inputs); and
-the median batch-1 latency on the LiteRT interpreter at 1 and 2 threads.
+the median batch-1 latency on the LiteRT interpreter at 1 and 2 threads, taken after every
+file exists, ours and the peers' alike: `--latency-rounds R` passes over all files, each
+timing every file once (`--latency-runs` calls), a file's figure the median of its passes.
 
 Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a random head
 (`run.vit`), probed with uniform-noise images; `stress` is the same model through
@@ -22,6 +24,10 @@ Models: `random` is ViT-Ti/16 at 224 with 1000 classes, random weights and a ran
 file (int16 activations, int8 weights; minmax calibration) of each model, `--dynamic` the
 dynamic-range file (int8 weights, activations quantized per input at run time) of the
 plain graph and of each smoothed / split graph the chosen variants use.
+`--weight-rounding nearest gptq` adds, for each chosen variant, the files whose int8 weights
+are rounded with GPTQ (`export.weight_rounding`, what `--weight-rounding gptq` exports),
+labelled `<variant>+gptq`; `--quantizations` picks the static files (`int8`, `int8_cpu`,
+none: `--quantizations` alone, with `--dynamic` for the dynamic-range files only).
 `--size B/16` makes the random and stress models ViT-B/16 (same construction).
 `--quick` runs tiny models with few inputs: a smoke test of every code path.
 `--peers PEER_PYTHON` adds ONNX Runtime and OpenVINO rows (fp32, bf16, int8) of the same
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,15 +48,19 @@ import peers
 from run import DIGITS, TINY, Plan, machine, train_digits, vit
 from stress import stress
 
+from export.weight_rounding import WEIGHT_ROUNDINGS
+
 VARIANTS = {  # name -> (calibration method, smoothing alpha or None, MLP spans)
     "minmax": ("minmax", None, 1),
     "percentile": ("percentile", None, 1),
     "mse": ("mse", None, 1),
     "smooth0.5+mse": ("mse", 0.5, 1),
+    "smooth1+mse": ("mse", 1.0, 1),
     "smooth1+spans4+mse": ("mse", 1.0, 4),
 }
 QUANTIZATIONS = ("int8", "int8_cpu")
 PREPROCESSING = {"mean": [127.5] * 3, "std": [127.5] * 3}
+THREADS = (1, 2)
 
 
 def models(names, quick: bool, rng, calibration_images: int, inputs: int, size: str = "Ti/16"):
@@ -101,35 +112,52 @@ def measure(
     variants=None,
     int16x8=False,
     dynamic=False,
+    weight_roundings=("nearest",),
+    quantizations=QUANTIZATIONS,
 ) -> list[dict]:
     from export import fidelity, mlp_spans, smoothing, tflite_fidelity
     from export.classifier import PixelClassifier
     from export.convert import convert
-    from export.runtime import Classifier
+    from export.run_data import normalised
+    from export.weight_rounding import fold_norms, round_weights
 
     reference = tflite_fidelity.keras_logits(model, held_out, PREPROCESSING)
     rows = []
     graph = PixelClassifier(model, **PREPROCESSING)
     float_file = convert(graph, "float32")
     few = held_out[: (2 if quick else 4)]
-    runs = 2 if quick else 30
     files = [("float32", "-", float_file, float_file)]
-    # Prepared graphs (smoothing, MLP spans) by `(alpha, spans)`, each with its float32 file
-    # as the per-layer reference (smoothing rescales tensors).
-    prepared = {(None, 1): (graph, float_file, "-")}
-    for variant, (method, alpha, spans) in VARIANTS.items():
-        if variants is not None and variant not in variants:
-            continue
-        if (alpha, spans) not in prepared:
-            normalised = (calibration.astype(np.float32) - 127.5) / 127.5
-            edited = model if alpha is None else smoothing.smooth(model, normalised, alpha)
+    # Prepared graphs (smoothing, MLP spans, weight rounding) by `(alpha, spans, rounding)`,
+    # each with the float32 file of its unrounded graph as the per-layer reference
+    # (smoothing rescales tensors, rounding folds the LayerNorms into the next kernels; the
+    # rounded weights' error counts as the file's).
+    images = normalised(calibration, PREPROCESSING)
+    prepared = {(None, 1, "nearest"): (graph, float_file, "-")}
+    edited_models = {}
+    chosen = [v for v in VARIANTS if variants is None or v in variants]
+    for variant, rounding in [(v, r) for r in weight_roundings for v in chosen]:
+        method, alpha, spans = VARIANTS[variant]
+        if (alpha, spans) not in edited_models:
+            edited = model if alpha is None else smoothing.smooth(model, images, alpha)
             if spans > 1:
-                edited = mlp_spans.split_mlps(edited, normalised, spans)
+                edited = mlp_spans.split_mlps(edited, images, spans)
             source = PixelClassifier(edited, **PREPROCESSING)
-            label = variant.removesuffix("+mse")
-            prepared[(alpha, spans)] = (source, convert(source, "float32"), label)
-        source, reference_file, _ = prepared[(alpha, spans)]
-        for quantization in QUANTIZATIONS:
+            reference_file = float_file if edited is model else convert(source, "float32")
+            edited_models[(alpha, spans)] = (edited, reference_file)
+        edited, reference_file = edited_models[(alpha, spans)]
+        label = "-" if edited is model else variant.removesuffix("+mse")
+        if rounding != "nearest":
+            variant = f"{variant}+{rounding}"
+            label = rounding if label == "-" else f"{label}+{rounding}"
+        if (alpha, spans, rounding) not in prepared:
+            if rounding != "nearest":  # per-layer reference: the folded, unrounded graph
+                folded = PixelClassifier(fold_norms(edited), **PREPROCESSING)
+                reference_file = convert(folded, "float32")
+                edited = round_weights(edited, images, rounding, std=PREPROCESSING["std"])
+            source = PixelClassifier(edited, **PREPROCESSING)
+            prepared[(alpha, spans, rounding)] = (source, reference_file, label)
+        source, reference_file, _ = prepared[(alpha, spans, rounding)]
+        for quantization in quantizations:
             started = time.perf_counter()
             content = convert(source, quantization, calibration, calibration_method=method)
             print(f"{name}: {quantization} {variant} in {time.perf_counter() - started:.0f} s")
@@ -139,28 +167,56 @@ def measure(
     if dynamic:  # one dynamic-range file per prepared graph (no calibration ranges)
         for source, reference_file, label in prepared.values():
             files.append(("dynamic", label, convert(source, "dynamic"), reference_file))
-    for quantization, variant, content, layer_reference in files:
-        path = scratch / "model.tflite"
+    key = "".join(c if c.isalnum() else "_" for c in name)
+    for number, (quantization, variant, content, layer_reference) in enumerate(files):
+        path = scratch / f"{key}_{number}.tflite"
         path.write_bytes(content)
-        latency = {
-            str(t): round(Classifier(path, num_threads=t).latency_ms(runs=runs), 3) for t in (1, 2)
-        }
         logits = tflite_fidelity.logits(content, held_out)
         row = {
             "model": name,
             "file": quantization,
             "variant": variant,
             **{k: round(v, 4) for k, v in fidelity.fidelity(reference, logits).items()},
-            "latency_ms": latency,
+            "latency_ms": None,  # `latency_ms`, with every other file
         }
         if quantization != "float32":
             layers = tflite_fidelity.layer_report(layer_reference, content, few, count=2)
             row["worst_op"] = "; ".join(
                 f"{w['op']} {w['tensor'][:60]} (+{w['gain']})" for w in layers["worst"]
             )
-        rows.append(row)
+        rows.append((row, file_timer(path)))
         print(json.dumps(row))
     return rows
+
+
+def file_timer(path: Path):
+    """`timer(threads, runs)`: the median batch-1 milliseconds of a `.tflite` file."""
+    from export.runtime import Classifier
+
+    classifiers = {}
+
+    def timer(threads: int, runs: int) -> float:
+        if threads not in classifiers:
+            classifiers[threads] = Classifier(path, num_threads=threads)
+        return classifiers[threads].latency_ms(runs=runs)
+
+    return timer
+
+
+def latency_ms(timed: list, rounds: int, runs: int) -> None:
+    """Fills in each row's `latency_ms` from its `timer` (`[(row, timer)]`).
+
+    Every file, ours and the peers', is timed once per thread count in each of `rounds`
+    passes over all of them, so that a change of machine load or clock hits every file
+    alike; a row's figure is the median of its rounds' medians (of `runs` calls each).
+    """
+    samples = [{t: [] for t in THREADS} for _ in timed]
+    for _ in range(rounds):
+        for (_, timer), times in zip(timed, samples, strict=True):
+            for threads in THREADS:
+                times[threads].append(timer(threads, runs))
+    for (row, _), times in zip(timed, samples, strict=True):
+        row["latency_ms"] = {str(t): round(statistics.median(times[t]), 3) for t in THREADS}
 
 
 def markdown(results: dict) -> str:
@@ -168,6 +224,11 @@ def markdown(results: dict) -> str:
         f"# int8 fidelity ({results['date']})",
         "",
         f"CPU: {results['cpu']}; command: `{results['command']}`",
+        "",
+        "Latency: batch 1, the median over {rounds} pass(es) of each pass's median of {runs} "
+        "calls; every file, ours and the peers', timed once in each pass.".format(
+            **results.get("latency", {"rounds": 1, "runs": 30})
+        ),
         "",
         "| model | file | variant | max err | mean err | max centred err | ranking % | top-1 % "
         "| ms 1t | ms 2t | ops adding most error |",
@@ -212,10 +273,38 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--dynamic", action="store_true", help="add the dynamic-range file (int8 weights)"
     )
+    parser.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=1,
+        help="passes over every file (ours and the peers') that time each once (default 1)",
+    )
+    parser.add_argument(
+        "--latency-runs", type=int, default=30, help="timed calls per file and pass (default 30)"
+    )
+    parser.add_argument(
+        "--weight-rounding",
+        nargs="+",
+        choices=WEIGHT_ROUNDINGS,
+        default=["nearest"],
+        help="int8 weight roundings of each variant (default: nearest, the converter's)",
+    )
+    parser.add_argument(
+        "--quantizations",
+        nargs="*",
+        choices=QUANTIZATIONS,
+        default=list(QUANTIZATIONS),
+        help="static int8 files of each variant (default: int8 int8_cpu)",
+    )
     args = parser.parse_args(argv)
     if not Path(args.output).parent.is_dir():
         print(f"error: --output: folder {Path(args.output).parent} does not exist", file=sys.stderr)
         return 1
+    counts = {"--latency-rounds": args.latency_rounds, "--latency-runs": args.latency_runs}
+    for flag, value in counts.items():
+        if value < 1:
+            print(f"error: {flag} must be at least 1, got {value}", file=sys.stderr)
+            return 1
     reason = args.peers and peers.unavailable(args.peers)
     if reason:
         print(f"error: {reason}", file=sys.stderr)
@@ -223,12 +312,13 @@ def main(argv=None) -> int:
     import tempfile
 
     rng = np.random.default_rng(0)
-    rows = []
+    timed = []  # [(row, timer)]: every file's row, timed at the end
     chosen = models(args.models, args.quick, rng, args.calibration_images, args.inputs, args.size)
     with tempfile.TemporaryDirectory(prefix="fidelity_") as scratch:
-        for name, (model, calibration, held_out) in chosen.items():
-            rows.extend(
-                measure(
+        peer = peers.Peers(args.peers, Path(scratch)) if args.peers else None
+        try:
+            for name, (model, calibration, held_out) in chosen.items():
+                timed += measure(
                     name,
                     model,
                     calibration,
@@ -238,16 +328,20 @@ def main(argv=None) -> int:
                     args.variants,
                     args.int16x8,
                     args.dynamic,
+                    args.weight_rounding,
+                    args.quantizations,
                 )
-            )
-        if args.peers:
-            runs = 2 if args.quick else 30
-            peer_rows, peer_section = peers.measure_all(
-                args.peers, chosen, PREPROCESSING, runs, Path(scratch)
-            )
-            rows.extend(peer_rows)
-            rows.sort(key=lambda r: list(chosen).index(r["model"]))  # each model's rows together
+            if peer is not None:
+                peer_timed, peer_section = peers.measure_all(peer, chosen, PREPROCESSING)
+                timed += peer_timed
+            latency_ms(timed, args.latency_rounds, 2 if args.quick else args.latency_runs)
+        finally:
+            if peer is not None:
+                peer.close()
+    rows = [row for row, _ in timed]
+    rows.sort(key=lambda r: list(chosen).index(r["model"]))  # each model's rows together
     extra = {"peers": peer_section} if args.peers else {}
+    extra["latency"] = {"rounds": args.latency_rounds, "runs": args.latency_runs}
     write_results(args.output, "fidelity.py", argv, rows, markdown, **extra)
     return 0
 

@@ -1,17 +1,19 @@
 """ONNX Runtime and OpenVINO rows beside ours in `benchmarks/fidelity.py --peers PEER_PYTHON`.
 
 The peers live in their own interpreter (`make bench-peers` builds `.venv-peers`), never in
-keras-vit's dependencies. For each model, `Peers.measure` writes our weights with
+keras-vit's dependencies. For each model, `Peers.load` writes our weights with
 `keras_vit.checkpoints.save_npz`, hands them to `peer_onnx.py` in that interpreter (timm
 loads them, exports ONNX, and ONNX Runtime / OpenVINO / NNCF make fp32, bf16 and int8 from
 it with the same calibration inputs as our int8 files), and turns the peers' logits on the
 same held-out inputs into the rows of `fidelity.py`: the `export.fidelity` figures against
 our float Keras model, the largest absolute logit difference from it, and the median
-batch-1 latency at 1 and 2 threads.
+batch-1 latency at 1 and 2 threads (`Peers.latency_ms`, timed when `fidelity.py` times its
+own files, in the same rounds).
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import subprocess
 from pathlib import Path
@@ -72,7 +74,8 @@ def rows(
         reference: our float Keras model's logits `(N, K)` on the held-out inputs.
         logits: `{runtime: (N, K) logits}` on the same inputs, for every runtime of
             `RUNTIMES` and for `"timm"` (the PyTorch model the ONNX file was exported from).
-        latency: `{runtime: {"1": ms, "2": ms}}`, median batch-1 milliseconds per thread count.
+        latency: `{runtime: {"1": ms, "2": ms}}`, median batch-1 milliseconds per thread count,
+            or None: the rows get theirs later (`fidelity.py`'s `latency_ms`).
 
     Returns:
         One row per runtime (the fields of `fidelity.py`'s rows and `max_abs_logit_diff`),
@@ -93,7 +96,7 @@ def rows(
                 "file": runtime,
                 "variant": "-",
                 **{k: round(v, 4) for k, v in figures.items()},
-                "latency_ms": latency[runtime],
+                "latency_ms": latency[runtime] if latency is not None else None,
                 "max_abs_logit_diff": diff(runtime),
             }
         )
@@ -112,21 +115,15 @@ class Peers:
     def versions(self) -> dict:
         return self.peer.ask(cmd="versions")
 
-    def measure(
-        self,
-        name: str,
-        model,
-        calibration: np.ndarray,
-        held_out: np.ndarray,
-        preprocessing: dict,
-        runs: int,
-    ) -> tuple[list[dict], list[dict]]:
-        """`rows(...)` of one model: our `model`'s weights in every peer runtime.
+    def load(
+        self, name: str, model, calibration: np.ndarray, held_out: np.ndarray, preprocessing: dict
+    ) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+        """Our `model`'s weights in every peer runtime: `(key, reference, logits)`.
 
         `calibration` and `held_out` are uint8 images `(N, H, W, 3)`, normalised here with
-        `preprocessing` (`mean`, `std`) as our files normalise them; the reference is our
-        float Keras model's logits on `held_out` (`export.tflite_fidelity.keras_logits`);
-        `runs` timed batch-1 calls per runtime and thread count.
+        `preprocessing` (`mean`, `std`) as our files normalise them; `reference` is our
+        float Keras model's logits on `held_out` (`export.tflite_fidelity.keras_logits`),
+        `logits` the peers' (`rows`); `key` names the model in `latency_ms`.
         """
         from export.tflite_fidelity import keras_logits
         from keras_vit import checkpoints
@@ -148,48 +145,56 @@ class Peers:
         )
         self.bf16 = answer["bf16"]
         logits = {runtime: np.load(path) for runtime, path in answer["logits"].items()}
-        latency = {}
-        for runtime in RUNTIMES:
-            latency[runtime] = {}
-            for threads in THREADS:
-                times = self.peer.ask(
-                    cmd="time", key=key, runtime=runtime, threads=threads, runs=runs, warmup=3
-                )["times_ms"]
-                latency[runtime][str(threads)] = round(statistics.median(times), 3)
+        return key, reference, logits
+
+    def latency_ms(self, key: str, runtime: str, threads: int, runs: int) -> float:
+        """Median of `runs` timed batch-1 calls of a loaded model in one runtime."""
+        times = self.peer.ask(
+            cmd="time", key=key, runtime=runtime, threads=threads, runs=runs, warmup=3
+        )["times_ms"]
+        return round(statistics.median(times), 3)
+
+    def measure(
+        self,
+        name: str,
+        model,
+        calibration: np.ndarray,
+        held_out: np.ndarray,
+        preprocessing: dict,
+        runs: int,
+    ) -> tuple[list[dict], list[dict]]:
+        """`rows(...)` of one model (`load`), each runtime timed once per thread count."""
+        key, reference, logits = self.load(name, model, calibration, held_out, preprocessing)
+        latency = {
+            runtime: {str(t): self.latency_ms(key, runtime, t, runs) for t in THREADS}
+            for runtime in RUNTIMES
+        }
         return rows(name, reference, logits, latency)
 
     def close(self) -> None:
         self.peer.close()
 
 
-def measure_all(
-    python: str, chosen: dict, preprocessing: dict, runs: int, scratch: Path
-) -> tuple[list[dict], dict]:
-    """The peer rows of every model, and the `peers` section of the results.
+def measure_all(peers: Peers, chosen: dict, preprocessing: dict) -> tuple[list, dict]:
+    """The peer rows of every model, without latency, and the `peers` section of the results.
 
     Args:
-        python: the peer interpreter.
+        peers: the open peer server.
         chosen: `{name: (keras model, calibration uint8 images, held-out uint8 images)}`.
         preprocessing: `mean` and `std` of our files' normalisation.
-        runs: timed batch-1 calls per runtime and thread count.
-        scratch: a folder for the weights, inputs, ONNX files and logits.
 
     Returns:
-        `(rows, {"versions", "bf16", "checks"})`.
+        `([(row, timer)], {"versions", "bf16", "checks"})`: `timer(threads, runs)` gives
+        the row's median batch-1 milliseconds, for `latency_ms` to fill in.
     """
-    peers = Peers(python, scratch)
-    out, section = [], {"versions": {}, "bf16": None, "checks": []}
-    try:
-        section["versions"] = peers.versions()
-        for name, (model, calibration, held_out) in chosen.items():
-            model_rows, checks = peers.measure(
-                name, model, calibration, held_out, preprocessing, runs
-            )
-            out += model_rows
-            section["checks"] += checks
-            section["bf16"] = peers.bf16
-    finally:
-        peers.close()
+    out, section = [], {"versions": peers.versions(), "bf16": None, "checks": []}
+    for name, (model, calibration, held_out) in chosen.items():
+        key, reference, logits = peers.load(name, model, calibration, held_out, preprocessing)
+        model_rows, checks = rows(name, reference, logits, latency=None)
+        for row in model_rows:
+            out.append((row, functools.partial(peers.latency_ms, key, row["file"])))
+        section["checks"] += checks
+        section["bf16"] = peers.bf16
     return out, section
 
 

@@ -228,6 +228,27 @@ def peers_preprocessing():
     return {"mean": [127.5] * 3, "std": [127.5] * 3}
 
 
+def test_fidelity_times_every_file_in_each_round_and_takes_the_median():
+    bench = benchmark_module("fidelity")
+    calls = []
+
+    def timer(name, values):
+        def time(threads, runs):
+            calls.append((name, threads, runs))
+            return values[sum(c[0] == name and c[1] == threads for c in calls) - 1] * threads
+
+        return time
+
+    rows = [{"file": "ours"}, {"file": "peer"}]
+    timed = [(rows[0], timer("ours", [5.0, 1.0, 3.0])), (rows[1], timer("peer", [2.0, 9.0, 4.0]))]
+    bench.latency_ms(timed, rounds=3, runs=7)
+    # Interleaved: each round times both files, at 1 and 2 threads, before the next round.
+    assert [c[0] for c in calls] == ["ours", "ours", "peer", "peer"] * 3
+    assert {c[2] for c in calls} == {7}
+    assert rows[0]["latency_ms"] == {"1": 3.0, "2": 6.0}
+    assert rows[1]["latency_ms"] == {"1": 4.0, "2": 8.0}
+
+
 def test_peers_refuse_a_non_standard_vit():
     peers = benchmark_module("peers")
     run = benchmark_module("run")

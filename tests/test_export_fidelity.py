@@ -76,6 +76,31 @@ def test_shapes_that_do_not_match_are_refused():
         fidelity.relative_rms_error(np.zeros(2), np.zeros(3))
 
 
+def test_pixels_are_quantized_for_an_integer_input_as_its_parameters_say():
+    from export.tflite_fidelity import feed_pixels
+
+    class Recorder:
+        def set_tensor(self, index, value):
+            self.value = value
+
+    image = np.array([[[0, 127, 128, 255]]], np.uint8)
+    fed = Recorder()
+    cases = [  # (dtype, (scale, zero point), what the input must hold)
+        (np.uint8, (1.0, 0), [0, 127, 128, 255]),
+        (np.uint8, (0.0, 0), [0, 127, 128, 255]),
+        (np.int8, (1.0, -128), [-128, -1, 0, 127]),  # not the wrapped pixel.astype(int8)
+        (np.int8, (2.0, 0), [0, 64, 64, 127]),  # 127.5 saturates
+        (np.float32, (0.0, 0), [0.0, 127.0, 128.0, 255.0]),
+    ]
+    for dtype, quantization, expected in cases:
+        feed_pixels(fed, {"index": 0, "dtype": dtype, "quantization": quantization}, image)
+        assert fed.value.dtype == dtype and fed.value.shape == (1, 1, 1, 4)
+        np.testing.assert_array_equal(fed.value.reshape(-1), expected)
+    details = {"index": 3, "name": "pixels", "dtype": np.int8, "quantization": (0.0, 0)}
+    with pytest.raises(ValueError, match="'pixels' is int8 without quantization"):
+        feed_pixels(fed, details, image)
+
+
 def test_layer_errors_attribute_error_to_the_op_that_adds_it():
     reference = {"x": np.array([3.0, 4.0]), "y": np.array([6.0, 8.0]), "m": np.array([0.0, 0.0])}
     values = {"x": np.array([3.0, 4.0]), "y": np.array([6.0, 8.0 + 5.0]), "m": np.array([0.5, 0])}
@@ -331,6 +356,7 @@ def test_quick_fidelity_benchmark_variants_int16x8_and_dynamic(tmp_path):
     command = [sys.executable, str(root / "benchmarks" / "fidelity.py"), "--quick"]
     env = {**os.environ, "PYTHONPATH": str(root)}
     options = ["--models", "random", "--variants", "mse", "--int16x8", "--dynamic"]
+    options += ["--weight-rounding", "nearest", "gptq", "--quantizations", "int8"]
     options += ["--output", output]
     result = subprocess.run(command + options, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -338,13 +364,16 @@ def test_quick_fidelity_benchmark_variants_int16x8_and_dynamic(tmp_path):
     assert [(r["file"], r["variant"]) for r in rows] == [
         ("float32", "-"),
         ("int8", "mse"),
-        ("int8_cpu", "mse"),
+        ("int8", "mse+gptq"),
         ("int16x8", "minmax"),
         ("dynamic", "-"),
+        ("dynamic", "gptq"),
     ]
     assert all(0.0 <= r["max_centred_error"] for r in rows[1:])
     # Float activations between int8 matmuls: closer to the float model than static int8.
-    assert rows[-1]["mean_logit_error"] < rows[1]["mean_logit_error"]
+    assert rows[4]["mean_logit_error"] < rows[1]["mean_logit_error"]
+    # The same dynamic-range graph with GPTQ-rounded weights follows the float model closer.
+    assert rows[5]["mean_logit_error"] < rows[4]["mean_logit_error"]
     assert "| random tiny | int16x8 | minmax |" in Path(output + ".md").read_text()
     result = subprocess.run(
         [*command, "--variants", "kl", "--output", output],
