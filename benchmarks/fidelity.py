@@ -60,7 +60,7 @@ VARIANTS = {  # name -> (calibration method, smoothing alpha or None, MLP spans)
 }
 QUANTIZATIONS = ("int8", "int8_cpu")
 PREPROCESSING = {"mean": [127.5] * 3, "std": [127.5] * 3}
-THREADS = (1, 2)
+THREADS = peers.THREADS  # the thread counts every file is timed at
 
 
 def models(names, quick: bool, rng, calibration_images: int, inputs: int, size: str = "Ti/16"):

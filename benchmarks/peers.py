@@ -154,23 +154,6 @@ class Peers:
         )["times_ms"]
         return round(statistics.median(times), 3)
 
-    def measure(
-        self,
-        name: str,
-        model,
-        calibration: np.ndarray,
-        held_out: np.ndarray,
-        preprocessing: dict,
-        runs: int,
-    ) -> tuple[list[dict], list[dict]]:
-        """`rows(...)` of one model (`load`), each runtime timed once per thread count."""
-        key, reference, logits = self.load(name, model, calibration, held_out, preprocessing)
-        latency = {
-            runtime: {str(t): self.latency_ms(key, runtime, t, runs) for t in THREADS}
-            for runtime in RUNTIMES
-        }
-        return rows(name, reference, logits, latency)
-
     def close(self) -> None:
         self.peer.close()
 

@@ -213,14 +213,18 @@ def test_peers_measure_through_a_fake_peer_server(tmp_path):
     model = run.vit({**run.TINY, "num_classes": 4})
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     client = peers.Peers(sys.executable, tmp_path, script=script)
+    chosen = {"tiny": (model, images, images)}
     try:
-        assert client.versions() == {"onnxruntime": "fake"}
-        rows, checks = client.measure("tiny", model, images, images, peers_preprocessing(), runs=3)
+        timed, section = peers.measure_all(client, chosen, peers_preprocessing())
+        latency = [(timer(1, 3), timer(2, 3)) for _, timer in timed]
     finally:
         client.close()
+    rows = [row for row, _ in timed]
     assert [r["file"] for r in rows] == list(peers.RUNTIMES)
-    assert all(r["latency_ms"] == {"1": 10.0, "2": 20.0} for r in rows)  # medians
-    assert client.bf16 is True and len(checks) == 3
+    assert all(r["latency_ms"] is None for r in rows)  # filled in by fidelity.latency_ms
+    assert latency == [(10.0, 20.0)] * len(rows)  # medians
+    assert section["versions"] == {"onnxruntime": "fake"}
+    assert section["bf16"] is True and len(section["checks"]) == 3
     assert (tmp_path / "tiny.npz").is_file()  # our weights, written by save_npz
 
 
