@@ -77,6 +77,8 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             # A second int8 conversion, with MSE calibration and smoothing (the unit tier
             # converts with the default calibration and checks these flags' bad values).
             "test_cli_int8_options_mse_calibration_smoothing_and_spans",
+            # Two more exports (smoothing and GPTQ for a dynamic-range file, and the plain one).
+            "test_report_names_the_calibration_sample_of_a_dynamic_export_that_reads_one",
             # The CLI's progress lines and hidden converter logs, captured at the file
             # descriptors around a whole float32 + int8 export.
             "test_cli_shows_progress_and_hides_converter_logs",

@@ -313,8 +313,12 @@ def test_quick_fidelity_benchmark_writes_every_row(tmp_path):
     root = Path(__file__).resolve().parents[1]
     output = str(tmp_path / "fidelity")
     script = str(root / "benchmarks" / "fidelity.py")
+    # One variant per preparation path: the default calibration, smoothing, smoothing with
+    # MLP spans (the calibration methods have their own tests).
+    variants = ["minmax", "smooth0.5+mse", "smooth1+spans4+mse"]
+    options = ["--quick", "--models", "random", "stress", "--variants", *variants]
     result = subprocess.run(
-        [sys.executable, script, "--quick", "--models", "random", "stress", "--output", output],
+        [sys.executable, script, *options, "--output", output],
         capture_output=True,
         text=True,
         timeout=900,
@@ -323,7 +327,8 @@ def test_quick_fidelity_benchmark_writes_every_row(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(Path(output + ".json").read_text())["rows"]
     bench = benchmark_module("fidelity")
-    per_model = 1 + len(bench.VARIANTS) * len(bench.QUANTIZATIONS)
+    assert set(variants) < set(bench.VARIANTS)
+    per_model = 1 + len(variants) * len(bench.QUANTIZATIONS)
     assert len(rows) == 2 * per_model
     assert {r["model"] for r in rows} == {"random tiny", "stress tiny"}
     for r in rows:
