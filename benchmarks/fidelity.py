@@ -115,10 +115,11 @@ def measure(
     weight_roundings=("nearest",),
     quantizations=QUANTIZATIONS,
 ) -> list[dict]:
-    from export import fidelity, mlp_spans, smoothing, tflite_fidelity
+    from export import fidelity, tflite_fidelity
     from export.classifier import PixelClassifier
     from export.convert import convert
     from export.run_data import normalised
+    from export.tflite import prepared_model
     from export.weight_rounding import fold_norms, round_weights
 
     reference = tflite_fidelity.keras_logits(model, held_out, PREPROCESSING)
@@ -138,9 +139,7 @@ def measure(
     for variant, rounding in [(v, r) for r in weight_roundings for v in chosen]:
         method, alpha, spans = VARIANTS[variant]
         if (alpha, spans) not in edited_models:
-            edited = model if alpha is None else smoothing.smooth(model, images, alpha)
-            if spans > 1:
-                edited = mlp_spans.split_mlps(edited, images, spans)
+            edited = prepared_model(model, calibration, PREPROCESSING, alpha, spans)
             source = PixelClassifier(edited, **PREPROCESSING)
             reference_file = float_file if edited is model else convert(source, "float32")
             edited_models[(alpha, spans)] = (edited, reference_file)

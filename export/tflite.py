@@ -292,7 +292,7 @@ def _check_int8_options(
         )
 
 
-def _prepared(model, calibration: np.ndarray, preprocessing: dict, alpha, mlp_spans: int):
+def prepared_model(model, calibration: np.ndarray, preprocessing: dict, alpha, mlp_spans: int):
     """`model` with LayerNorm output scales migrated (`alpha`) and its MLPs split in spans."""
     from export.mlp_spans import split_mlps
     from export.smoothing import smooth
@@ -403,7 +403,7 @@ def export_tflite(
     )
     exported_model = model
     if smooth_alpha is not None or mlp_spans > 1:
-        exported_model = _prepared(model, calibration, preprocessing, smooth_alpha, mlp_spans)
+        exported_model = prepared_model(model, calibration, preprocessing, smooth_alpha, mlp_spans)
     jobs = [("default", q) for q in quantize] + ([("edgetpu", "int8")] if edgetpu else [])
     rounded_model = None  # the int8-weight files' source with `weight_rounding="gptq"`
     if gptq:
