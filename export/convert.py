@@ -2,7 +2,8 @@
 
 Every file is converted from a SavedModel with a static `[1, H, W, 3]` input (a dynamic
 batch adds SHAPE / GATHER / PACK ops) to TFLite builtin ops only: a graph that would need a
-TensorFlow (Flex) or custom op fails, naming the op.
+TensorFlow (Flex) or custom op fails, naming the op. Several files of one graph can share
+its SavedModel (`SavedModels`), written once.
 
 The `int8` and `int8_cpu` quantizations calibrate and quantize in two steps so that the
 calibrated ranges can be edited in between (`export.flatbuffer_edits`). TensorFlow has no
@@ -57,6 +58,28 @@ def write_saved_model(classifier, directory: Path) -> None:
         "serve", classifier.call, input_signature=[tf.TensorSpec(shape, tf.float32, "pixels")]
     )
     archive.write_out(str(directory), verbose=False)
+
+
+class SavedModels:
+    """The SavedModels of export graphs, each written once into `directory` when a first
+    conversion asks for it and reused by every later conversion of the same graph object.
+
+    The caller owns `directory` (and removes it); the graphs must not change meanwhile.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self._written: list[tuple[object, Path]] = []
+
+    def path(self, classifier) -> Path:
+        """The SavedModel folder of `classifier`, written on the first call."""
+        for graph, path in self._written:
+            if graph is classifier:
+                return path
+        path = self.directory / f"saved_model_{len(self._written)}"
+        write_saved_model(classifier, path)
+        self._written.append((classifier, path))
+        return path
 
 
 def converter_ops(message: str) -> list[str]:
@@ -122,6 +145,7 @@ def convert(
     scratch_dir: str | os.PathLike | None = None,
     calibration_method: str = "minmax",
     percentile: float = DEFAULT_PERCENTILE,
+    saved_models: SavedModels | None = None,
 ) -> bytes:
     """Converts an export graph (pixels in, probabilities out) to a `.tflite` model.
 
@@ -140,6 +164,8 @@ def convert(
             the calibration images, one of `export.calibration.CALIBRATION_METHODS`:
             `minmax` (the converter's own), `percentile` or `mse` (narrowed ranges).
         percentile: the percentile of `calibration_method="percentile"`.
+        saved_models: where `classifier`'s SavedModel is kept for the next conversion of
+            it; None: written into `scratch_dir` and removed after this one.
 
     Returns:
         The model bytes (no metadata yet).
@@ -162,8 +188,12 @@ def convert(
     if quantization in CALIBRATED and (calibration is None or len(calibration) == 0):
         raise ExportError(f"{quantization} needs calibration images; none were given")
     with tempfile.TemporaryDirectory(prefix="keras_vit_export_", dir=scratch_dir) as tmp:
-        write_saved_model(classifier, Path(tmp))
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if saved_models is None:
+            saved_model = Path(tmp)
+            write_saved_model(classifier, saved_model)
+        else:
+            saved_model = saved_models.path(classifier)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
         _configure(converter, quantization, calibration)
         try:
             model = converter.convert()

@@ -49,6 +49,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,6 +66,7 @@ from export.convert import (
     PIXEL_RANGE,
     QUANTIZATIONS,
     Quantization,
+    SavedModels,
     check_builtin_only,
     convert,
 )
@@ -204,7 +206,8 @@ def _export_file(
 ) -> dict:
     """Converts, labels and writes one file into `folder`, then measures it: its report entry.
 
-    `options`: `calibration_method` and `percentile` for `convert`. `fidelity_reference`:
+    `options`: `calibration_method`, `percentile` and `saved_models` (the SavedModel of
+    each graph, written once) for `convert`. `fidelity_reference`:
     `logits` (the Keras model's, on the test images) and, per profile, the float32 file's
     bytes once converted (`float32:<profile>`), for the fidelity figures.
     """
@@ -412,8 +415,13 @@ def export_tflite(
         logger.info("Rounding the int8 weights with GPTQ on the calibration images")
         images = normalised(calibration, preprocessing)
         rounded_model = round_weights(exported_model, images, std=preprocessing["std"])
-    with export_folder(output, checkpoint.path, overwrite, "tflite") as folder:
+    with (
+        export_folder(output, checkpoint.path, overwrite, "tflite") as folder,
+        tempfile.TemporaryDirectory(prefix="keras_vit_export_", dir=folder) as scratch,
+    ):
         atomic_write_text(folder / LABELS_FILE, "\n".join(checkpoint.labels) + "\n")
+        # Every file of one graph is converted from one SavedModel of it.
+        file_options = {**options, "saved_models": SavedModels(scratch)}
         graphs: dict[tuple[str, bool], object] = {}
         for profile, quantization in jobs:
             rounded = rounded_model is not None and quantization in INT8_WEIGHTS
@@ -432,7 +440,7 @@ def export_tflite(
                 threads,
                 latency_runs,
                 capture_native_logs,
-                options,
+                file_options,
                 fidelity_reference,
             )
             report["files"].append(entry)
