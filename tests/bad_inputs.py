@@ -1655,6 +1655,7 @@ def _(env, tmp):
     "python -m keras_vit.train --output RUN --overwrite --learning-rate 1e30",
     "preserved",
     "the new run fails naming the NaN loss; the old run is still there unchanged",
+    integration=True,
 )
 def _(env, tmp):
     run = env.copy_run(tmp)

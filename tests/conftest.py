@@ -79,6 +79,9 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_cli_int8_options_mse_calibration_smoothing_and_spans",
             # Two more exports (smoothing and GPTQ for a dynamic-range file, and the plain one).
             "test_report_names_the_calibration_sample_of_a_dynamic_export_that_reads_one",
+            # The CLI's table and refused rerun around a float32 export (the unit tier
+            # checks the same refusal through export_tflite and the bad-input cases).
+            "test_cli_prints_the_table",
             # The CLI's progress lines and hidden converter logs, captured at the file
             # descriptors around a whole float32 + int8 export.
             "test_cli_shows_progress_and_hides_converter_logs",
@@ -95,6 +98,15 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
     # A training run of the hybrid through the CLI, end to end (its flags, model and
     # loading have unit tests).
     "test_hybrid.py": frozenset({"test_train_cli_trains_a_tiny_hybrid"}),
+    # model.fit, predict and evaluate traced in one test (the class-token path of inference
+    # and of training have unit tests of their own).
+    "test_inference.py": frozenset(
+        {"test_fit_runs_the_full_graph_predict_and_evaluate_the_class_token"}
+    ),
+    # A model trained for epochs, then saved and loaded (the parts have unit tests).
+    "test_model.py": frozenset(
+        {"test_non_square_images_end_to_end", "test_logits_model_learns_with_from_logits_loss"}
+    ),
     "test_notebooks.py": frozenset(
         {
             "test_notebook_runs",
@@ -108,6 +120,8 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
     "test_readme_examples.py": frozenset({"test_python_block_runs", "test_quickstart_learns"}),
     # Two complete training runs compared weight for weight; four runs into one folder
     # with --overwrite, failing at each step (a fault-recovery case).
+    # The plotting CLI end to end (every plot function has a unit test).
+    "test_visualize.py": frozenset({"test_cli_writes_every_plot"}),
     "test_training.py": frozenset(
         {
             "test_same_seed_same_result",

@@ -314,9 +314,10 @@ def test_quick_fidelity_benchmark_writes_every_row(tmp_path):
     output = str(tmp_path / "fidelity")
     script = str(root / "benchmarks" / "fidelity.py")
     # One variant per preparation path: the default calibration, smoothing, smoothing with
-    # MLP spans (the calibration methods have their own tests).
+    # MLP spans (the calibration methods have their own tests), on the stress model (the
+    # random model's rows come from the next test's run).
     variants = ["minmax", "smooth0.5+mse", "smooth1+spans4+mse"]
-    options = ["--quick", "--models", "random", "stress", "--variants", *variants]
+    options = ["--quick", "--models", "stress", "--variants", *variants]
     result = subprocess.run(
         [sys.executable, script, *options, "--output", output],
         capture_output=True,
@@ -329,8 +330,8 @@ def test_quick_fidelity_benchmark_writes_every_row(tmp_path):
     bench = benchmark_module("fidelity")
     assert set(variants) < set(bench.VARIANTS)
     per_model = 1 + len(variants) * len(bench.QUANTIZATIONS)
-    assert len(rows) == 2 * per_model
-    assert {r["model"] for r in rows} == {"random tiny", "stress tiny"}
+    assert len(rows) == per_model
+    assert {r["model"] for r in rows} == {"stress tiny"}
     for r in rows:
         assert set(r["latency_ms"]) == {"1", "2"}
         assert 0.0 <= r["ranking_agreement"] <= 1.0

@@ -614,6 +614,24 @@ def test_private_converter_hooks_of_the_int8_path_exist(tmp_path):
         conversion.check_private_converter_hooks(Bare())
 
 
+def test_files_of_one_graph_share_one_saved_model(tmp_path, monkeypatch):
+    graph = PixelClassifier(keras_vit.ViT(num_classes=2, seed=0, **TINY), [127.5] * 3, [127.5] * 3)
+    other = PixelClassifier(keras_vit.ViT(num_classes=3, seed=0, **TINY), [127.5] * 3, [127.5] * 3)
+    written = []
+    write = conversion.write_saved_model
+    monkeypatch.setattr(
+        conversion, "write_saved_model", lambda c, d: (written.append((c, d)), write(c, d))
+    )
+    store = conversion.SavedModels(tmp_path / "store")
+    shared = [conversion.convert(graph, q, saved_models=store) for q in ("float32", "dynamic")]
+    assert [c for c, _ in written] == [graph]
+    assert conversion.convert(other, "float32", saved_models=store) != shared[0]
+    assert [c for c, _ in written] == [graph, other]
+    # The same bytes as conversions that write a SavedModel of their own.
+    assert shared == [conversion.convert(graph, q) for q in ("float32", "dynamic")]
+    assert len(written) == 4 and store.path(graph) == written[0][1]
+
+
 def test_cli_shows_progress_and_hides_converter_logs(checkpoint, tmp_path, capfd, monkeypatch):
     from keras_vit import console
 
