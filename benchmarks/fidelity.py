@@ -117,15 +117,23 @@ def measure(
 ) -> list[dict]:
     from export import fidelity, tflite_fidelity
     from export.classifier import PixelClassifier
-    from export.convert import convert
+    from export.convert import SavedModels, convert
     from export.run_data import normalised
     from export.tflite import prepared_model
     from export.weight_rounding import fold_norms, round_weights
 
     reference = tflite_fidelity.keras_logits(model, held_out, PREPROCESSING)
     rows = []
+    key = "".join(c if c.isalnum() else "_" for c in name)
+    saved_models = SavedModels(scratch / f"{key}_saved_models")  # one per graph
+
+    def convert_file(source, quantization, calibration=None, method="minmax"):
+        return convert(
+            source, quantization, calibration, calibration_method=method, saved_models=saved_models
+        )
+
     graph = PixelClassifier(model, **PREPROCESSING)
-    float_file = convert(graph, "float32")
+    float_file = convert_file(graph, "float32")
     few = held_out[: (2 if quick else 4)]
     files = [("float32", "-", float_file, float_file)]
     # Prepared graphs (smoothing, MLP spans, weight rounding) by `(alpha, spans, rounding)`,
@@ -141,7 +149,7 @@ def measure(
         if (alpha, spans) not in edited_models:
             edited = prepared_model(model, calibration, PREPROCESSING, alpha, spans)
             source = PixelClassifier(edited, **PREPROCESSING)
-            reference_file = float_file if edited is model else convert(source, "float32")
+            reference_file = float_file if edited is model else convert_file(source, "float32")
             edited_models[(alpha, spans)] = (edited, reference_file)
         edited, reference_file = edited_models[(alpha, spans)]
         label = "-" if edited is model else variant.removesuffix("+mse")
@@ -151,22 +159,22 @@ def measure(
         if (alpha, spans, rounding) not in prepared:
             if rounding != "nearest":  # per-layer reference: the folded, unrounded graph
                 folded = PixelClassifier(fold_norms(edited), **PREPROCESSING)
-                reference_file = convert(folded, "float32")
+                reference_file = convert_file(folded, "float32")
                 edited = round_weights(edited, images, rounding, std=PREPROCESSING["std"])
             source = PixelClassifier(edited, **PREPROCESSING)
             prepared[(alpha, spans, rounding)] = (source, reference_file, label)
         source, reference_file, _ = prepared[(alpha, spans, rounding)]
         for quantization in quantizations:
             started = time.perf_counter()
-            content = convert(source, quantization, calibration, calibration_method=method)
+            content = convert_file(source, quantization, calibration, method)
             print(f"{name}: {quantization} {variant} in {time.perf_counter() - started:.0f} s")
             files.append((quantization, variant, content, reference_file))
     if int16x8:
-        files.append(("int16x8", "minmax", convert(graph, "int16x8", calibration), float_file))
+        int16 = convert_file(graph, "int16x8", calibration)
+        files.append(("int16x8", "minmax", int16, float_file))
     if dynamic:  # one dynamic-range file per prepared graph (no calibration ranges)
         for source, reference_file, label in prepared.values():
-            files.append(("dynamic", label, convert(source, "dynamic"), reference_file))
-    key = "".join(c if c.isalnum() else "_" for c in name)
+            files.append(("dynamic", label, convert_file(source, "dynamic"), reference_file))
     for number, (quantization, variant, content, layer_reference) in enumerate(files):
         path = scratch / f"{key}_{number}.tflite"
         path.write_bytes(content)

@@ -45,6 +45,7 @@ import contextlib
 import itertools
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -222,21 +223,27 @@ def file_rows(model, calibration, held_out, preprocessing) -> list[dict]:
     """The int8 (mse) and dynamic-range files of the nearest- and GPTQ-rounded models."""
     from export import fidelity, tflite_fidelity
     from export.classifier import PixelClassifier
-    from export.convert import convert
+    from export.convert import SavedModels, convert
 
     images = normalised(calibration, preprocessing)
     reference = tflite_fidelity.keras_logits(model, held_out, preprocessing)
     rows = []
-    for method in ("nearest", "gptq"):
-        source = model if method == "nearest" else round_weights(model, images, "gptq")
-        graph = PixelClassifier(source, **preprocessing)
-        for quantization in ("int8", "dynamic"):
-            options = {"calibration_method": "mse"} if quantization == "int8" else {}
-            content = convert(graph, quantization, calibration, **options)
-            figures = fidelity.fidelity(reference, tflite_fidelity.logits(content, held_out))
-            label = f"{quantization} file, weights {'GPTQ' if method == 'gptq' else 'nearest'}"
-            rows.append({"rounding": label, **{k: round(v, 4) for k, v in figures.items()}})
-            print(json.dumps(rows[-1]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="int8_budget_") as scratch:
+        saved_models = SavedModels(scratch)  # each graph's SavedModel, written once
+        for method in ("nearest", "gptq"):
+            source = model if method == "nearest" else round_weights(model, images, "gptq")
+            graph = PixelClassifier(source, **preprocessing)
+            for quantization in ("int8", "dynamic"):
+                options = {"calibration_method": "mse"} if quantization == "int8" else {}
+                content = convert(
+                    graph, quantization, calibration, saved_models=saved_models, **options
+                )
+                logits = tflite_fidelity.logits(content, held_out)
+                figures = fidelity.fidelity(reference, logits)
+                weights = "GPTQ" if method == "gptq" else "nearest"
+                label = f"{quantization} file, weights {weights}"
+                rows.append({"rounding": label, **{k: round(v, 4) for k, v in figures.items()}})
+                print(json.dumps(rows[-1]), flush=True)
     return rows
 
 

@@ -731,6 +731,7 @@ def int8_section(plan: Plan, tiny_model=None) -> dict:
     """Digits int8 accuracy and latency before / after, and per-op profiles."""
     from export import analysis, profile, tflite, tflite_reader
     from export.classifier import PixelClassifier
+    from export.convert import SavedModels
     from keras_vit import data
     from keras_vit.run_dir import preprocessing_spec
 
@@ -754,8 +755,11 @@ def int8_section(plan: Plan, tiny_model=None) -> dict:
     }
     contents = {}
     with tempfile.TemporaryDirectory(prefix="keras_vit_bench_int8_") as tmp:
+        saved_models = SavedModels(tmp)  # each graph's SavedModel, written once
         for label, (quantization, symmetric) in variants.items():
-            content = tflite.convert(classifier, quantization, calibration, symmetric)
+            content = tflite.convert(
+                classifier, quantization, calibration, symmetric, saved_models=saved_models
+            )
             contents[("bench ViT 32px", label)] = content
             path = Path(tmp) / f"{label.replace(' ', '_')}.tflite"
             path.write_bytes(content)
@@ -769,13 +773,15 @@ def int8_section(plan: Plan, tiny_model=None) -> dict:
             entry["delegate_partitions"] = profile.delegate_partitions(content)
             entry["size_kib"] = round(len(content) / 1024, 1)
             out["files"][label] = entry
-    for name in plan.profile_models:
-        config = plan.models.get(name) or plan.training.get(name)
-        big = PixelClassifier(vit(config), [127.5] * 3, [127.5] * 3)
-        calib, _ = data.digits_arrays("train", config["image_size"])
-        calib = calib[: plan.calibration_images]
-        for label, (quantization, symmetric) in variants.items():
-            contents[(name, label)] = tflite.convert(big, quantization, calib, symmetric)
+        for name in plan.profile_models:
+            config = plan.models.get(name) or plan.training.get(name)
+            big = PixelClassifier(vit(config), [127.5] * 3, [127.5] * 3)
+            calib, _ = data.digits_arrays("train", config["image_size"])
+            calib = calib[: plan.calibration_images]
+            for label, (quantization, symmetric) in variants.items():
+                contents[(name, label)] = tflite.convert(
+                    big, quantization, calib, symmetric, saved_models=saved_models
+                )
     for (name, label), content in contents.items():
         report = profile.profile_model(content, 1, plan.profile_runs)
         report.pop("ops")
