@@ -347,3 +347,60 @@ def test_int8_budget_quick_writes_every_rounding(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: --output: folder {missing.parent} does not exist"
     )
+
+
+# === benchmarks/digits_cv.py: settings chosen without the test split ===
+
+
+def test_digits_cv_folds_cover_train_and_validation_and_never_the_test_split(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    from keras_vit.data import digits
+
+    cv = benchmark_module("digits_cv")
+    labels = load_digits().target
+    fixed = digits.digits_split_indices(labels)
+    pool = set(fixed["train"]) | set(fixed["validation"])
+    held_out = []
+    for fold in range(3):
+        split = cv.fold_split(fixed, labels, fold, 3)
+        assert set(split["train"]).isdisjoint(split["validation"])
+        assert set(split["train"]) | set(split["validation"]) == pool
+        assert split["test"] is split["validation"]
+        counts = np.bincount(labels[split["validation"]], minlength=10)
+        expected = np.bincount(labels[list(pool)], minlength=10) / 3
+        assert np.all(np.abs(counts - expected) < 1)  # stratified
+        held_out += list(split["validation"])
+    assert sorted(held_out) == sorted(pool)  # each image held out exactly once
+    # In a fold's process the digits splits are the fold's: the test split is the held-out
+    # fold, never the fixed split's test images.
+    monkeypatch.setattr(digits, "digits_split_indices", digits.digits_split_indices)
+    cv.use_fold(1, 3)
+    images, fold_labels = digits.digits_arrays("test", 8)
+    expected = cv.fold_split(fixed, labels, 1, 3)["validation"]
+    np.testing.assert_array_equal(fold_labels, labels[expected])
+    assert len(images) == len(expected)
+
+
+def test_digits_cv_pools_the_folds_and_refuses_bad_arguments(tmp_path, capsys):
+    cv = benchmark_module("digits_cv")
+    runs = [
+        dict(candidate="a", fold=1, held_out=10, correct=9, top1=0.9),
+        dict(candidate="a", fold=0, held_out=30, correct=30, top1=1.0),
+        dict(candidate="b", fold=0, held_out=40, correct=20, top1=0.5),
+    ]
+    summary = cv.summarize(runs)
+    assert summary["a"]["top1"] == 39 / 40 and summary["a"]["fold_top1"] == [1.0, 0.9]
+    assert summary["b"]["folds"] == 1 and summary["b"]["fold_top1_std"] == 0
+    existing = tmp_path / "cv.json"
+    existing.write_text("{}")
+    assert cv.main(["--output", str(existing), "--candidate", "a", "--epochs 1"]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err
+    for argv, message in [
+        (["--folds", "1"], "--folds must be at least 2"),
+        (["--candidate", "a", "", "--candidate", "a", "--seed 1"], "candidate names must differ"),
+    ]:
+        with pytest.raises(SystemExit):
+            cv.main(["--output", str(tmp_path / "new.json"), *argv])
+        assert message in capsys.readouterr().err
+    assert existing.read_text() == "{}" and not (tmp_path / "new.json").exists()
