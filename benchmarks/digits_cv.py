@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from train_digits import machine_info
 
+from keras_vit.atomic import atomic_write_json
+
 CV_SEED = 0
 
 
@@ -175,10 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "summary": summarize(runs),
     }
-    tmp = output.with_name(f".{output.name}.tmp")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, output)
+    atomic_write_json(output, result)
     print(json.dumps(result["summary"], indent=1))
     return 0
 

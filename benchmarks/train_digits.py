@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from keras_vit.atomic import atomic_write_json
+
 
 def machine_info() -> dict:
     cpu = platform.processor()
@@ -162,10 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "summary": summarize(runs),
     }
-    tmp = output.with_name(f".{output.name}.tmp")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, output)
+    atomic_write_json(output, result)
     print(json.dumps(result["summary"]))
     return 0
 
