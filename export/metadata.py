@@ -20,6 +20,9 @@ from collections.abc import Sequence
 from export.tflite_reader import METADATA_IDENTIFIER, METADATA_NAME, TFLITE_IDENTIFIER
 
 LABELS_FILE = "labels.txt"
+# The date of every associated file in the appended ZIP archive: a fixed one (ZIP's
+# earliest), so that one export's bytes do not depend on the time it ran.
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 # The oldest metadata parser that understands every field written here (the schema's
 # first release had them all).
 MIN_PARSER_VERSION = "1.0.0"
@@ -185,7 +188,9 @@ def _model_metadata(b, subgraphs, name, description, version, author, license_te
 def attach_metadata(model: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
     """Returns `model` with `metadata` as its `TFLITE_METADATA` buffer and `files` zipped on.
 
-    Any metadata and appended archive the model had are replaced. The model is serialized
+    The files are stored uncompressed with a fixed date (`ZIP_DATE_TIME`): the same
+    arguments give the same bytes. Any metadata and appended archive the model had are
+    replaced. The model is serialized
     anew, with identical quantization vectors written once (`_SharedQuantization`).
 
     Args:
@@ -214,7 +219,9 @@ def attach_metadata(model: bytes, metadata: bytes, files: dict[str, bytes]) -> b
     stream.seek(0, io.SEEK_END)
     with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_STORED) as archive:
         for name, content in files.items():
-            archive.writestr(name, content)
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
+            info.external_attr = 0o644 << 16  # -rw-r--r-- when extracted
+            archive.writestr(info, content)
     return stream.getvalue()
 
 

@@ -6,11 +6,14 @@ every-quantization export (`exported_every_mode`) and the hybrid's serve the tes
 other quantizations, which conftest.INTEGRATION puts in the integration tier.
 """
 
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -279,7 +282,7 @@ def _strip_metadata(content: bytes) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def test_metadata_attach_replaces_previous_metadata(exported):
+def test_metadata_attach_replaces_previous_metadata(exported, monkeypatch):
     out, _ = exported
     content = (out / "model_float32.tflite").read_bytes()
     meta = build_classifier_metadata(
@@ -295,6 +298,11 @@ def test_metadata_attach_replaces_previous_metadata(exported):
     assert tflite_reader.read_summary(again).metadata_names.count("TFLITE_METADATA") == 1
     assert tflite_reader.read_metadata(again)["name"] == "again"
     assert tflite_reader.labels_from_metadata(again) == ["a", "b"]
+    # The same bytes at another time of day (the archive's dates are fixed).
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)
+    assert attach_metadata(content, meta, {"labels.txt": b"a\nb\n"}) == again
+    with zipfile.ZipFile(io.BytesIO(again)) as archive:
+        assert archive.getinfo("labels.txt").date_time == (1980, 1, 1, 0, 0, 0)
 
 
 def test_serialization_writes_shared_quantization_vectors_once(exported, test_split):
