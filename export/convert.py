@@ -15,6 +15,7 @@ clearly when a TensorFlow release no longer has them (a test pins them).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -187,9 +188,10 @@ def convert(
         )
     if quantization in CALIBRATED and (calibration is None or len(calibration) == 0):
         raise ExportError(f"{quantization} needs calibration images; none were given")
-    with tempfile.TemporaryDirectory(prefix="keras_vit_export_", dir=scratch_dir) as tmp:
+    with contextlib.ExitStack() as stack:
         if saved_models is None:
-            saved_model = Path(tmp)
+            scratch = tempfile.TemporaryDirectory(prefix="keras_vit_export_", dir=scratch_dir)
+            saved_model = Path(stack.enter_context(scratch))
             write_saved_model(classifier, saved_model)
         else:
             saved_model = saved_models.path(classifier)

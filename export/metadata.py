@@ -188,10 +188,10 @@ def _model_metadata(b, subgraphs, name, description, version, author, license_te
 def attach_metadata(model: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
     """Returns `model` with `metadata` as its `TFLITE_METADATA` buffer and `files` zipped on.
 
-    The files are stored uncompressed with a fixed date (`ZIP_DATE_TIME`): the same
-    arguments give the same bytes. Any metadata and appended archive the model had are
-    replaced. The model is serialized
-    anew, with identical quantization vectors written once (`_SharedQuantization`).
+    Any metadata and appended archive the model had are replaced. The model is serialized
+    anew, with identical quantization vectors written once (`_SharedQuantization`); the
+    files are stored uncompressed with a fixed date (`ZIP_DATE_TIME`), so the same
+    arguments give the same bytes.
 
     Args:
         model: a `.tflite` model.
