@@ -79,8 +79,8 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
             "test_cli_int8_options_mse_calibration_smoothing_and_spans",
             # Two more exports (smoothing and GPTQ for a dynamic-range file, and the plain one).
             "test_report_names_the_calibration_sample_of_a_dynamic_export_that_reads_one",
-            # The CLI's table and refused rerun around a float32 export (the unit tier
-            # checks the same refusal through export_tflite and the bad-input cases).
+            # The CLI's table and refused rerun around a float32 export (the bad-input case
+            # `tflite-output-exists` checks the same refusal in the unit tier).
             "test_cli_prints_the_table",
             # The CLI's progress lines and hidden converter logs, captured at the file
             # descriptors around a whole float32 + int8 export.
@@ -120,14 +120,14 @@ INTEGRATION: dict[str, str | frozenset[str]] = {
     "test_readme_examples.py": frozenset({"test_python_block_runs", "test_quickstart_learns"}),
     # Two complete training runs compared weight for weight; four runs into one folder
     # with --overwrite, failing at each step (a fault-recovery case).
-    # The plotting CLI end to end (every plot function has a unit test).
-    "test_visualize.py": frozenset({"test_cli_writes_every_plot"}),
     "test_training.py": frozenset(
         {
             "test_same_seed_same_result",
             "test_overwrite_keeps_the_previous_run_until_an_epoch_completes",
         }
     ),
+    # The plotting CLI end to end (every plot function has a unit test).
+    "test_visualize.py": frozenset({"test_cli_writes_every_plot"}),
 }
 
 
