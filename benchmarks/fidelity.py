@@ -319,6 +319,7 @@ def main(argv=None) -> int:
     import tempfile
 
     rng = np.random.default_rng(0)
+    runs = 2 if args.quick else args.latency_runs  # timed calls per file and pass
     timed = []  # [(row, timer)]: every file's row, timed at the end
     chosen = models(args.models, args.quick, rng, args.calibration_images, args.inputs, args.size)
     with tempfile.TemporaryDirectory(prefix="fidelity_") as scratch:
@@ -341,14 +342,14 @@ def main(argv=None) -> int:
             if peer is not None:
                 peer_timed, peer_section = peers.measure_all(peer, chosen, PREPROCESSING)
                 timed += peer_timed
-            latency_ms(timed, args.latency_rounds, 2 if args.quick else args.latency_runs)
+            latency_ms(timed, args.latency_rounds, runs)
         finally:
             if peer is not None:
                 peer.close()
     rows = [row for row, _ in timed]
     rows.sort(key=lambda r: list(chosen).index(r["model"]))  # each model's rows together
     extra = {"peers": peer_section} if args.peers else {}
-    extra["latency"] = {"rounds": args.latency_rounds, "runs": args.latency_runs}
+    extra["latency"] = {"rounds": args.latency_rounds, "runs": runs}
     write_results(args.output, "fidelity.py", argv, rows, markdown, **extra)
     return 0
 

@@ -65,17 +65,16 @@ def check_standard(name: str, config: dict) -> None:
 
 
 def rows(
-    name: str, reference: np.ndarray, logits: dict[str, np.ndarray], latency: dict[str, dict]
+    name: str, reference: np.ndarray, logits: dict[str, np.ndarray]
 ) -> tuple[list[dict], list[dict]]:
-    """`(rows, checks)` of one model from the peers' logits and latencies.
+    """`(rows, checks)` of one model from the peers' logits; each row's `latency_ms` is
+    None until `fidelity.py`'s `latency_ms` fills it in.
 
     Args:
         name: the model's name in the table.
         reference: our float Keras model's logits `(N, K)` on the held-out inputs.
         logits: `{runtime: (N, K) logits}` on the same inputs, for every runtime of
             `RUNTIMES` and for `"timm"` (the PyTorch model the ONNX file was exported from).
-        latency: `{runtime: {"1": ms, "2": ms}}`, median batch-1 milliseconds per thread count,
-            or None: the rows get theirs later (`fidelity.py`'s `latency_ms`).
 
     Returns:
         One row per runtime (the fields of `fidelity.py`'s rows and `max_abs_logit_diff`),
@@ -96,7 +95,7 @@ def rows(
                 "file": runtime,
                 "variant": "-",
                 **{k: round(v, 4) for k, v in figures.items()},
-                "latency_ms": latency[runtime] if latency is not None else None,
+                "latency_ms": None,
                 "max_abs_logit_diff": diff(runtime),
             }
         )
@@ -173,7 +172,7 @@ def measure_all(peers: Peers, chosen: dict, preprocessing: dict) -> tuple[list, 
     out, section = [], {"versions": peers.versions(), "bf16": None, "checks": []}
     for name, (model, calibration, held_out) in chosen.items():
         key, reference, logits = peers.load(name, model, calibration, held_out, preprocessing)
-        model_rows, checks = rows(name, reference, logits, latency=None)
+        model_rows, checks = rows(name, reference, logits)
         for row in model_rows:
             out.append((row, functools.partial(peers.latency_ms, key, row["file"])))
         section["checks"] += checks
