@@ -2,8 +2,10 @@
 
 The training and validation splits of the fixed digits split (1,438 images) are pooled and
 cut into `--folds` stratified, seeded folds. Each candidate (a set of `keras_vit.train`
-flags) is trained once per fold, on the other folds, and scored on the held-out fold; its
-score is the share of all pooled images it classified right when held out. The digits test
+flags) is trained once per fold and training seed (`--seeds`), on the other folds, and
+scored on the held-out fold; its score is the share of all pooled images it classified
+right when held out, over all its seeds (and per seed: two seeds of one candidate show how
+far the score moves by chance). The digits test
 split is never loaded: the child process that trains a fold replaces the fixed split with
 the fold's (`digits_split_indices` returns the fold's train / held-out indices, the
 held-out fold standing in for both validation and test), so the digits recipe,
@@ -100,6 +102,7 @@ def train_fold(name: str, flags: str, fold: int, folds: int, seed: int, threads:
     correct = round(metrics["top1"] * metrics["num_examples"])
     return {
         "candidate": name,
+        "seed": seed,
         "fold": fold,
         "held_out": metrics["num_examples"],
         "correct": correct,
@@ -110,16 +113,26 @@ def train_fold(name: str, flags: str, fold: int, folds: int, seed: int, threads:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Per candidate: pooled held-out top-1 over its folds and the per-fold figures."""
+    """Per candidate: held-out top-1 pooled over its folds and seeds, the pooled count of
+    each seed, and the per-run figures (ordered by seed, then fold)."""
     summary = {}
     for name in dict.fromkeys(run["candidate"] for run in runs):
-        mine = [run for run in runs if run["candidate"] == name]
+        mine = sorted(
+            (run for run in runs if run["candidate"] == name),
+            key=lambda r: (r.get("seed", 0), r["fold"]),
+        )
+        seeds = list(dict.fromkeys(run.get("seed", 0) for run in mine))
         summary[name] = {
-            "folds": len(mine),
+            "seeds": seeds,
+            "folds": len({run["fold"] for run in mine}),
             "held_out": sum(run["held_out"] for run in mine),
             "correct": sum(run["correct"] for run in mine),
             "top1": sum(run["correct"] for run in mine) / sum(run["held_out"] for run in mine),
-            "fold_top1": [run["top1"] for run in sorted(mine, key=lambda r: r["fold"])],
+            "seed_correct": {
+                str(seed): sum(r["correct"] for r in mine if r.get("seed", 0) == seed)
+                for seed in seeds
+            },
+            "fold_top1": [run["top1"] for run in mine],
             "fold_top1_std": statistics.stdev([r["top1"] for r in mine]) if len(mine) > 1 else 0,
         }
     return summary
@@ -136,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a candidate: its name and its keras_vit.train flags as one string",
     )
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0, help="training seed of every fold")
+    parser.add_argument(
+        "--seeds",
+        "--seed",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="training seeds: each candidate trains every fold once per seed (default: 0)",
+    )
     parser.add_argument("--parallel", type=int, default=1, help="folds trained at once")
     parser.add_argument("--force", action="store_true", help="replace an existing --output")
     parser.add_argument("--run-fold", type=int, help=argparse.SUPPRESS)
@@ -155,13 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     names = [name for name, _ in args.candidate]
     if len(set(names)) != len(names):
         parser.error(f"candidate names must differ. Received: {names}")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must differ. Received: {args.seeds}")
     threads = 1 if args.parallel > 1 else 0
-    jobs = [(n, f, k) for n, f in args.candidate for k in range(args.folds)]
+    jobs = [(n, f, s, k) for n, f in args.candidate for s in args.seeds for k in range(args.folds)]
     load_before = os.getloadavg()[0]
     with ThreadPoolExecutor(args.parallel) as pool:
-        futures = [
-            pool.submit(train_fold, n, f, k, args.folds, args.seed, threads) for n, f, k in jobs
-        ]
+        futures = [pool.submit(train_fold, n, f, k, args.folds, s, threads) for n, f, s, k in jobs]
         runs = []
         for future in futures:
             runs.append(future.result())
@@ -170,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "digits cross-validation on the train + validation splits",
         "folds": args.folds,
         "cv_seed": CV_SEED,
-        "training_seed": args.seed,
+        "training_seeds": args.seeds,
         "candidates": dict(args.candidate),
         "machine": machine_info(),
         "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],

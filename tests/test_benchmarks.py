@@ -381,16 +381,44 @@ def test_digits_cv_folds_cover_train_and_validation_and_never_the_test_split(mon
     assert len(images) == len(expected)
 
 
+def test_digits_cv_trains_every_fold_once_per_seed(tmp_path, monkeypatch, capsys):
+    cv = benchmark_module("digits_cv")
+    calls = []
+
+    def fake_train_fold(name, flags, fold, folds, seed, threads):
+        calls.append((name, flags, fold, folds, seed, threads))
+        return dict(candidate=name, seed=seed, fold=fold, held_out=10, correct=9 + seed, top1=0)
+
+    monkeypatch.setattr(cv, "train_fold", fake_train_fold)
+    output = tmp_path / "cv.json"
+    argv = ["--output", str(output), "--folds", "2", "--seeds", "3", "0", "--parallel", "2"]
+    assert cv.main([*argv, "--candidate", "a", "--epochs 1"]) == 0
+    assert sorted(calls) == [("a", "--epochs 1", k, 2, s, 1) for k in (0, 1) for s in (0, 3)]
+    result = json.loads(output.read_text())
+    assert result["training_seeds"] == [3, 0] and len(result["runs"]) == 4
+    assert result["summary"]["a"]["seed_correct"] == {"0": 18, "3": 24}
+    capsys.readouterr()
+
+
 def test_digits_cv_pools_the_folds_and_refuses_bad_arguments(tmp_path, capsys):
     cv = benchmark_module("digits_cv")
     runs = [
-        dict(candidate="a", fold=1, held_out=10, correct=9, top1=0.9),
-        dict(candidate="a", fold=0, held_out=30, correct=30, top1=1.0),
-        dict(candidate="b", fold=0, held_out=40, correct=20, top1=0.5),
+        dict(candidate="a", seed=0, fold=1, held_out=10, correct=9, top1=0.9),
+        dict(candidate="a", seed=0, fold=0, held_out=30, correct=30, top1=1.0),
+        dict(candidate="b", seed=0, fold=0, held_out=40, correct=20, top1=0.5),
+        dict(candidate="a", seed=1, fold=0, held_out=30, correct=27, top1=0.9),
+        dict(candidate="a", seed=1, fold=1, held_out=10, correct=10, top1=1.0),
     ]
     summary = cv.summarize(runs)
-    assert summary["a"]["top1"] == 39 / 40 and summary["a"]["fold_top1"] == [1.0, 0.9]
+    # Pooled over folds and seeds; per seed; the runs ordered by seed, then fold.
+    assert summary["a"]["top1"] == 76 / 80 and summary["a"]["held_out"] == 80
+    assert summary["a"]["seeds"] == [0, 1] and summary["a"]["folds"] == 2
+    assert summary["a"]["seed_correct"] == {"0": 39, "1": 37}
+    assert summary["a"]["fold_top1"] == [1.0, 0.9, 0.9, 1.0]
     assert summary["b"]["folds"] == 1 and summary["b"]["fold_top1_std"] == 0
+    # Runs recorded before --seeds (no "seed" key) count as seed 0.
+    old = cv.summarize([dict(candidate="c", fold=0, held_out=5, correct=4, top1=0.8)])
+    assert old["c"]["seed_correct"] == {"0": 4}
     existing = tmp_path / "cv.json"
     existing.write_text("{}")
     assert cv.main(["--output", str(existing), "--candidate", "a", "--epochs 1"]) == 1
@@ -398,6 +426,7 @@ def test_digits_cv_pools_the_folds_and_refuses_bad_arguments(tmp_path, capsys):
     for argv, message in [
         (["--folds", "1"], "--folds must be at least 2"),
         (["--candidate", "a", "", "--candidate", "a", "--seed 1"], "candidate names must differ"),
+        (["--candidate", "a", "", "--seeds", "0", "1", "0"], "--seeds must differ"),
     ]:
         with pytest.raises(SystemExit):
             cv.main(["--output", str(tmp_path / "new.json"), *argv])
