@@ -4,12 +4,11 @@ The training and validation splits of the fixed digits split (1,438 images) are 
 cut into `--folds` stratified, seeded folds. Each candidate (a set of `keras_vit.train`
 flags) is trained once per fold and training seed (`--seeds`), on the other folds, and
 scored on the held-out fold; its score is the share of all pooled images it classified
-right when held out, over all its seeds (and per seed: two seeds of one candidate show how
-far the score moves by chance). The digits test
-split is never loaded: the child process that trains a fold replaces the fixed split with
-the fold's (`digits_split_indices` returns the fold's train / held-out indices, the
-held-out fold standing in for both validation and test), so the digits recipe,
-preprocessing and training code run unchanged.
+right when held out, over all its seeds, and each seed's count (two seeds of one candidate
+show how far the score moves by chance). The digits test split is never loaded: the child
+process that trains a fold replaces the fixed split with the fold's (`digits_split_indices`
+returns the fold's train / held-out indices, the held-out fold standing in for both
+validation and test), so the digits recipe, preprocessing and training code run unchanged.
 
     python benchmarks/digits_cv.py --output cv.json \\
         --candidate base "--resnet-layers () --resnet-width 0.5 --image-size 32 --patch-size 2" \\
