@@ -132,6 +132,23 @@ def _add_recipe(parser: argparse.ArgumentParser) -> None:
         "the training images, for >= 10 steps per epoch)",
     )
     parser.add_argument("--learning-rate", type=float, help="peak learning rate")
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        help="decoupled weight decay (default: the recipe's; 0.05 for scratch, 0 for finetune)",
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=float,
+        help="label smoothing of the loss (default: the recipe's; 0.1 for scratch, 0 for finetune)",
+    )
+    parser.add_argument(
+        "--drop-path",
+        type=float,
+        metavar="RATE",
+        help="stochastic depth of the last block, growing linearly from 0 at the first "
+        "(default: the recipe's; 0.1 for scratch, 0 for finetune)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     parser.add_argument("--no-crop", action="store_true", help="no random resized crops")
@@ -211,6 +228,9 @@ def _make_config(training, args: argparse.Namespace):
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        drop_path_rate=args.drop_path,
         augmentation=_augmentation_overrides(args),
         seed=args.seed,
         mixed_precision=args.mixed_precision,

@@ -39,6 +39,9 @@ def _one_line_error(capsys) -> str:
         (None, ["--learning-rate", "inf"], "Expected `learning_rate` to be a positive finite"),
         (None, ["--learning-rate", "nan"], "Expected `learning_rate` to be a positive finite"),
         (None, ["--dataset", "mnist:9.9.9"], "tensorflow-datasets 'mnist:9.9.9'"),
+        (None, ["--drop-path", "1"], "Expected `drop_path_rate` to be a number >= 0 and below 1"),
+        (None, ["--label-smoothing", "-0.1"], "Expected `label_smoothing` to be a number >= 0"),
+        (None, ["--weight-decay", "nan"], "Expected `weight_decay` to be a number >= 0."),
     ],
 )
 def test_train_bad_input_is_one_line(tmp_path, capsys, layout, args, message):

@@ -8,6 +8,7 @@ from helpers import write_image_folder
 
 import keras_vit
 from keras_vit import checkpoints, data, run_dir, training
+from keras_vit import train as train_cli
 from keras_vit.atomic import default_file_mode
 from keras_vit.evaluate import evaluate_checkpoint
 from keras_vit.run_dir import CONFIG_FILE
@@ -203,6 +204,42 @@ def test_make_config_fills_recipes():
         training.make_config("digits", model="ViT_Z9")
     with pytest.raises(ValueError, match="positive integer"):
         training.make_config("digits", epochs=0)
+
+
+def test_make_config_overrides_the_recipes_regularisation():
+    chosen = training.make_config(
+        "digits", weight_decay=0.1, label_smoothing=0, drop_path_rate=0.25
+    )
+    assert (chosen.weight_decay, chosen.label_smoothing, chosen.drop_path_rate) == (0.1, 0, 0.25)
+    assert isinstance(chosen.label_smoothing, float)
+    finetune = training.make_config("digits", recipe="finetune", weight_decay=1e-4)
+    assert finetune.weight_decay == 1e-4 and finetune.drop_path_rate == 0.0
+    assert training.build_optimizer(finetune, steps_per_epoch=4).weight_decay == 1e-4
+    model = training.build_model(
+        training.make_config("digits", architecture=dict(NANO), drop_path_rate=0.3), 3
+    )
+    assert model.drop_path_rate == 0.3
+    for name, value in (
+        ("drop_path_rate", 1.0),
+        ("label_smoothing", 1.5),
+        ("weight_decay", -1e-4),
+        ("weight_decay", float("inf")),
+        ("drop_path_rate", "0.1"),
+    ):
+        with pytest.raises(ValueError, match=f"Expected `{name}` to be a number >= 0"):
+            training.make_config("digits", **{name: value})
+
+
+def test_regularisation_flags_reach_the_config():
+    args = train_cli.build_parser().parse_args(
+        ["--output", "x", "--weight-decay", "0.01", "--label-smoothing", "0.2", "--drop-path", "0"]
+    )
+    config = train_cli._make_config(training, args)
+    assert (config.weight_decay, config.label_smoothing, config.drop_path_rate) == (0.01, 0.2, 0)
+    default = train_cli._make_config(
+        training, train_cli.build_parser().parse_args(["--output", "x"])
+    )
+    assert default == training.make_config("digits")
 
 
 def test_schedule_warms_up_linearly_then_decays_to_zero():

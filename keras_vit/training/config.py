@@ -135,6 +135,29 @@ def _check_run_numbers(epochs, batch_size, learning_rate) -> None:
         )
 
 
+REGULARISATION_RANGES = {
+    # name: (lowest allowed, highest allowed or None, is the highest excluded)
+    "weight_decay": (0.0, None, False),
+    "label_smoothing": (0.0, 1.0, True),
+    "drop_path_rate": (0.0, 1.0, True),
+}
+
+
+def _check_regularisation(values: dict) -> None:
+    for name, value in values.items():
+        if value is None:
+            continue
+        low, high, open_high = REGULARISATION_RANGES[name]
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and value >= low
+        if ok and high is not None:
+            ok = value < high if open_high else value <= high
+        if not ok:
+            bound = "" if high is None else f" and below {high:g}"
+            raise ValueError(
+                f"Expected `{name}` to be a number >= {low:g}{bound}. Received: {value!r}"
+            )
+
+
 def _architecture(model: str | None, overrides: dict | None, weights: str | None) -> dict:
     """The model sizes: the variant's (or `SMALL_MODEL`, or a run directory's) + overrides."""
     # resnet_layers=None is a value (the plain ViT), not "unset".
@@ -208,6 +231,9 @@ def make_config(
     epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
+    weight_decay: float | None = None,
+    label_smoothing: float | None = None,
+    drop_path_rate: float | None = None,
     augmentation: dict | None = None,
     seed: int = 0,
     mixed_precision: bool = False,
@@ -226,7 +252,8 @@ def make_config(
             or a run directory of an earlier training run (its `model.keras`; the model
             takes the run's architecture, and a new head when the class count differs).
         recipe: `"scratch"` or `"finetune"`.
-        epochs, batch_size, learning_rate: override the recipe's values.
+        epochs, batch_size, learning_rate, weight_decay, label_smoothing,
+            drop_path_rate: override the recipe's values (None keeps them).
         augmentation: overrides of `keras_vit.data.Augmentation` fields.
         seed: the run's seed.
         mixed_precision: train in mixed precision (`mixed_float16` on GPUs,
@@ -246,6 +273,12 @@ def make_config(
         ValueError: unknown recipe or variant, or an invalid value (one line).
     """
     _check_run_numbers(epochs, batch_size, learning_rate)
+    regularisation = {
+        "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "drop_path_rate": drop_path_rate,
+    }
+    _check_regularisation(regularisation)
     kind = data.source_kind(dataset)
     chosen = recipe_for(recipe, dataset)
     chosen = _adapted_recipe(chosen, dataset, kind, data_dir, batch_size, augmentation)
@@ -261,12 +294,13 @@ def make_config(
         epochs=epochs or chosen.epochs,
         batch_size=batch_size or chosen.batch_size,
         learning_rate=float(learning_rate or chosen.learning_rate),
-        weight_decay=chosen.weight_decay,
         momentum=chosen.momentum,
         global_clipnorm=chosen.global_clipnorm,
         warmup_fraction=chosen.warmup_fraction,
-        label_smoothing=chosen.label_smoothing,
-        drop_path_rate=chosen.drop_path_rate,
+        **{
+            name: float(getattr(chosen, name) if value is None else value)
+            for name, value in regularisation.items()
+        },
         augmentation=_augmentation(chosen, augmentation),
         seed=int(seed),
         mixed_precision=bool(mixed_precision),
