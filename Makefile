@@ -23,8 +23,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Two pytest workers (pytest-xdist), one per core of the 2-core CI machine; `--dist loadfile`
-# keeps each test file, and so its module and session fixtures, on one worker. TEST_WORKERS=0
-# runs everything in one process.
+# keeps each test file, and so its module and session fixtures, on one worker; tests/conftest.py
+# sizes each worker's TensorFlow thread pools to its share of the cores. TEST_WORKERS=0 runs
+# everything in one process.
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 

@@ -1,8 +1,30 @@
 import ast
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def worker_threads(environ: dict[str, str], cpus: int) -> dict[str, str]:
+    """TensorFlow thread-pool sizes for one pytest-xdist worker: the usable cores divided by
+    the workers, at least 1; empty outside xdist, and a variable already set is kept.
+
+    Workers that each size their pools to the whole machine contend for its cores (on the
+    2-core CI machine: two workers, one thread per pool). The subprocesses the tests start
+    inherit the setting.
+    """
+    workers = environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return {}
+    threads = str(max(1, cpus // int(workers)))
+    return {name: threads for name in THREAD_VARIABLES if name not in environ}
+
+
+# Before any test module imports TensorFlow.
+os.environ.update(worker_threads(os.environ, len(os.sched_getaffinity(0))))
 
 # Tiny configuration used across tests (STYLE.md rule 11).
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)

@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import ALL, INTEGRATION, is_integration, module_test_names
+from conftest import ALL, INTEGRATION, is_integration, module_test_names, worker_threads
 
 TESTS = Path(__file__).resolve().parent
 
@@ -40,3 +40,15 @@ def test_integration_dict_names_each_module_once():
         for key in node.value.keys
     ]
     assert keys and len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+
+
+def test_xdist_workers_share_the_cores_between_their_thread_pools():
+    both = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    assert worker_threads({"PYTEST_XDIST_WORKER_COUNT": "2"}, cpus=2) == both
+    assert worker_threads({"PYTEST_XDIST_WORKER_COUNT": "2"}, cpus=16) == {
+        name: "8" for name in both
+    }
+    assert worker_threads({"PYTEST_XDIST_WORKER_COUNT": "4"}, cpus=2) == both
+    assert worker_threads({}, cpus=2) == {}  # one process: TensorFlow's own sizes
+    chosen = {"PYTEST_XDIST_WORKER_COUNT": "2", "TF_NUM_INTRAOP_THREADS": "2"}
+    assert worker_threads(chosen, cpus=2) == {"TF_NUM_INTEROP_THREADS": "1"}
