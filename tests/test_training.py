@@ -212,6 +212,7 @@ def test_make_config_overrides_the_recipes_regularisation():
     )
     assert (chosen.weight_decay, chosen.label_smoothing, chosen.drop_path_rate) == (0.1, 0, 0.25)
     assert isinstance(chosen.label_smoothing, float)
+    assert training.make_config("digits", weight_decay=np.float32(0.5)).weight_decay == 0.5
     finetune = training.make_config("digits", recipe="finetune", weight_decay=1e-4)
     assert finetune.weight_decay == 1e-4 and finetune.drop_path_rate == 0.0
     assert training.build_optimizer(finetune, steps_per_epoch=4).weight_decay == 1e-4
@@ -225,6 +226,7 @@ def test_make_config_overrides_the_recipes_regularisation():
         ("weight_decay", -1e-4),
         ("weight_decay", float("inf")),
         ("drop_path_rate", "0.1"),
+        ("weight_decay", True),
     ):
         with pytest.raises(ValueError, match=f"Expected `{name}` to be a number >= 0"):
             training.make_config("digits", **{name: value})

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +149,8 @@ def _check_regularisation(values: dict) -> None:
         if value is None:
             continue
         low, high, open_high = REGULARISATION_RANGES[name]
-        ok = isinstance(value, (int, float)) and math.isfinite(value) and value >= low
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ok = real and math.isfinite(value) and value >= low
         if ok and high is not None:
             ok = value < high if open_high else value <= high
         if not ok:
