@@ -23,8 +23,15 @@ def worker_threads(environ: dict[str, str], cpus: int) -> dict[str, str]:
     return {name: threads for name in THREAD_VARIABLES if name not in environ}
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (all of them where the OS cannot say, as on macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 # Before any test module imports TensorFlow.
-os.environ.update(worker_threads(os.environ, len(os.sched_getaffinity(0))))
+os.environ.update(worker_threads(os.environ, usable_cpus()))
 
 # Tiny configuration used across tests (STYLE.md rule 11).
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
