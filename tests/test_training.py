@@ -232,15 +232,19 @@ def test_make_config_overrides_the_recipes_regularisation():
             training.make_config("digits", **{name: value})
 
 
-def test_regularisation_flags_reach_the_config():
-    args = train_cli.build_parser().parse_args(
-        ["--output", "x", "--weight-decay", "0.01", "--label-smoothing", "0.2", "--drop-path", "0"]
-    )
-    config = train_cli._make_config(training, args)
-    assert (config.weight_decay, config.label_smoothing, config.drop_path_rate) == (0.01, 0.2, 0)
-    default = train_cli._make_config(
-        training, train_cli.build_parser().parse_args(["--output", "x"])
-    )
+def test_regularisation_flags_reach_the_config(tmp_path, monkeypatch):
+    configs = []
+
+    def stand_in(config, output, **kwargs):  # records the config instead of training
+        configs.append(config)
+        return training.TrainResult(path=output, metrics={}, history=[])
+
+    monkeypatch.setattr(training, "train", stand_in)
+    flags = ["--weight-decay", "0.01", "--label-smoothing", "0.2", "--drop-path", "0"]
+    assert train_cli.main(["--output", str(tmp_path / "a"), *flags]) == 0
+    assert train_cli.main(["--output", str(tmp_path / "b")]) == 0
+    chosen, default = configs
+    assert (chosen.weight_decay, chosen.label_smoothing, chosen.drop_path_rate) == (0.01, 0.2, 0)
     assert default == training.make_config("digits")
 
 
