@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import TINY
-from fixtures import make_trained_hybrid as trained_hybrid
+from fixtures import make_trained as trained
 from helpers import parse_predictions, write_checkpoint
 
 import keras_vit
@@ -29,7 +29,7 @@ from export import convert as conversion
 from export.classifier import PixelClassifier
 from export.metadata import attach_metadata, build_classifier_metadata
 from export.runtime import Classifier, ModelFileError, open_interpreter
-from keras_vit import checkpoints, data
+from keras_vit import data
 from keras_vit.atomic import atomic_write_json
 from keras_vit.run_dir import read_run_dir
 
@@ -38,26 +38,18 @@ LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 QUANTIZATIONS = ["float32", "float16", "dynamic", "int8", "int8_cpu", "int16x8"]
 
 
-def train_tiny(path: Path) -> Path:
-    """A TINY ViT fit for a few epochs on digits, saved as a checkpoint folder."""
-    images, labels = data.digits_arrays("train", 32)
-    model = keras_vit.ViT(num_classes=10, seed=1, **TINY)
-    model.compile(
-        keras.optimizers.Adam(2e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    x = (images.astype("float32") - 127.5) / 127.5
-    # 12 epochs (~84 % top-1): at 6 (~75 %) so many test images sat near a tie that a
-    # float reordering in training (a one-row last block, tried) moved the int8 agreement
-    # by half a point across the threshold below.
-    model.fit(x, labels, batch_size=32, epochs=12, shuffle=False, verbose=0)
-    write_checkpoint(path, model, LABELS, dataset={"source": "digits"})
-    return path
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("export") / "ckpt")
+    """A TINY ViT trained 12 epochs on digits (about 84 % test top-1), as a checkpoint folder.
+
+    Its weights are a committed fixture (`tests/fixtures/make_trained.py`): at 6 epochs (about
+    75 %) so many test images sat near a tie that a float reordering in training moved the
+    int8 agreement by half a point across the thresholds below, and trained in the session the
+    weights would follow the test machine's CPU and thread count.
+    """
+    path = tmp_path_factory.mktemp("export") / "ckpt"
+    write_checkpoint(path, trained.load("vit"), LABELS, dataset={"source": "digits"})
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -742,11 +734,10 @@ def test_predict_names_the_op_an_old_runtime_lacks(exported_every_mode, monkeypa
 def hybrid_exported(tmp_path_factory):
     """A tiny hybrid (root block and one stage, width 0.5) trained on digits, then exported.
 
-    Its weights are a committed fixture (`tests/fixtures/make_trained_hybrid.py`), so the
+    Its weights are a committed fixture (`tests/fixtures/make_trained.py`), so the
     agreement figures do not move with the CPU or thread count of the test machine.
     """
-    model = trained_hybrid.build()
-    checkpoints.load_npz(model, trained_hybrid.OUTPUT)
+    model = trained.load("hybrid")
     path = tmp_path_factory.mktemp("hybrid") / "ckpt"
     write_checkpoint(path, model, LABELS, dataset={"source": "digits"})
     report = tflite.export_tflite(
