@@ -390,6 +390,8 @@ def test_digits_cv_trains_every_fold_once_per_seed(tmp_path, monkeypatch, capsys
         return dict(candidate=name, seed=seed, fold=fold, held_out=10, correct=9 + seed, top1=0)
 
     monkeypatch.setattr(cv, "train_fold", fake_train_fold)
+    # The real one starts a Python that imports TensorFlow to read its version.
+    monkeypatch.setattr(cv, "machine_info", lambda: {"cpu": "test"})
     output = tmp_path / "cv.json"
     argv = ["--output", str(output), "--folds", "2", "--seeds", "3", "0", "--parallel", "2"]
     assert cv.main([*argv, "--candidate", "a", "--epochs 1"]) == 0
@@ -397,6 +399,7 @@ def test_digits_cv_trains_every_fold_once_per_seed(tmp_path, monkeypatch, capsys
     result = json.loads(output.read_text())
     assert result["training_seeds"] == [3, 0] and len(result["runs"]) == 4
     assert result["summary"]["a"]["seed_correct"] == {"0": 18, "3": 24}
+    assert result["machine"] == {"cpu": "test"}
     capsys.readouterr()
 
 

@@ -616,8 +616,10 @@ def test_private_converter_hooks_of_the_int8_path_exist(tmp_path):
 
 
 def test_files_of_one_graph_share_one_saved_model(tmp_path, monkeypatch):
-    graph = PixelClassifier(keras_vit.ViT(num_classes=2, seed=0, **TINY), [127.5] * 3, [127.5] * 3)
-    other = PixelClassifier(keras_vit.ViT(num_classes=3, seed=0, **TINY), [127.5] * 3, [127.5] * 3)
+    # One block: the test converts five times and writes four SavedModels.
+    sizes = dict(TINY, num_layers=1)
+    graph = PixelClassifier(keras_vit.ViT(num_classes=2, seed=0, **sizes), [127.5] * 3, [127.5] * 3)
+    other = PixelClassifier(keras_vit.ViT(num_classes=3, seed=0, **sizes), [127.5] * 3, [127.5] * 3)
     written = []
     write = conversion.write_saved_model
     monkeypatch.setattr(
