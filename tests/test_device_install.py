@@ -16,14 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
-from conftest import TINY
+from fixtures import make_trained as trained
 from helpers import parse_predictions, write_checkpoint
 from markdown_blocks import ROOT, blocks, shell_commands
 
-import keras_vit
 from export import tflite
 from export.runtime import Classifier
 from keras_vit import data
@@ -129,15 +127,9 @@ def device_python(request, wheel, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
-    """float32, int8, int8_cpu and Edge TPU files of a TINY ViT fit briefly on digits."""
+    """float32, int8, int8_cpu and Edge TPU files of the committed TINY ViT trained on digits."""
     root = tmp_path_factory.mktemp("run")
-    images, labels = data.digits_arrays("train", 32)
-    model = keras_vit.ViT(num_classes=10, seed=1, **TINY)
-    model.compile(
-        keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
-    x = (images.astype("float32") - 127.5) / 127.5
-    model.fit(x, labels, batch_size=32, epochs=4, shuffle=False, verbose=0)
+    model = trained.load("vit")
     write_checkpoint(root / "run_dir", model, LABELS, dataset={"source": "digits"})
     report = tflite.export_tflite(
         root / "run_dir",
